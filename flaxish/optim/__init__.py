@@ -1,0 +1,2 @@
+"""Optimizers (placeholder)."""
+__all__ = []
