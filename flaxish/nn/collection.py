@@ -79,9 +79,8 @@ class Collection:
 
   def store(self, value: Any) -> None:
     """Stores `value` for the current module (the collection must be mutable)."""
-    path = self._current_path()
-    self._check_store(path, value)
-    self.state[path] = value
+    self._check_store(self._current_path(check_root=False), value)
+    self.state[self._current_path()] = value
 
   def _check_store(self, path: str, value: Any) -> None:
     if not self._mutable:

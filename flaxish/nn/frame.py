@@ -5,8 +5,6 @@ Every call of a Module class (inside another module's `apply`, or through
 thread-local stack. A frame holds the module's nested params dict, and while
 initializing, its rng. `rng is None` means apply mode.
 """
-import contextlib
-import threading
 from typing import Any, Dict, Optional
 
 import jax
@@ -15,36 +13,9 @@ from flaxish.nn.utils import CallStack, hash_name
 
 module_stack: CallStack['ModuleFrame'] = CallStack()
 
-_lazy = threading.local()
-
-
-@contextlib.contextmanager
-def lazy_init_scope():
-  """Marks an `init_by_shape` trace: parameter values are computed eagerly."""
-  depth = getattr(_lazy, 'depth', 0)
-  _lazy.depth = depth + 1
-  try:
-    yield
-  finally:
-    _lazy.depth = depth
-
-
-def compile_time_eval():
-  """`jax.ensure_compile_time_eval()` inside `init_by_shape`, else a no-op.
-
-  Wraps everything an initialization computes from the rng alone (child and
-  param keys, initializers, `make_rng`), so `init_by_shape` returns concrete
-  parameters while the forward computation stays abstract.
-  """
-  if getattr(_lazy, 'depth', 0):
-    return jax.ensure_compile_time_eval()
-  return contextlib.nullcontext()
-
-
 def fold_in_name(rng: Any, name: str) -> Any:
   """The key of a child or parameter: `fold_in(rng, sha1(name)[:4])`."""
-  with compile_time_eval():
-    return jax.random.fold_in(rng, hash_name(name))
+  return jax.random.fold_in(rng, hash_name(name))
 
 
 def check_name(name: Any, where: str) -> str:

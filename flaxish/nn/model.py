@@ -12,7 +12,7 @@ from typing import Any, Dict, Type
 import jax
 
 from flaxish import struct
-from flaxish.nn import module as module_lib
+from flaxish.nn import modules as module_lib
 
 __all__ = ['Model', 'truncated_module']
 

@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 import jax
 
-from flaxish.nn import frame as frame_lib
 from flaxish.nn.utils import CallStack, trace_state
 
 __all__ = ['stochastic', 'make_rng', 'is_stochastic']
@@ -51,8 +50,7 @@ def make_rng() -> Any:
         'the rng into the transformed function and open `nn.stochastic` '
         'there')
   scope.counter += 1
-  with frame_lib.compile_time_eval():
-    return jax.random.fold_in(scope.rng, scope.counter)
+  return jax.random.fold_in(scope.rng, scope.counter)
 
 
 def is_stochastic() -> bool:

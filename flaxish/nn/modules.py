@@ -30,7 +30,9 @@ __all__ = ['Module', 'module', 'module_method', 'capture_module_outputs']
 
 ModuleFrame = frame_lib.ModuleFrame
 _module_stack = frame_lib.module_stack
-_output_trackers: CallStack[collection_lib.Collection] = CallStack()
+# Observers of module calls: objects with `on_output(frame, cls, y)`
+# (capture_module_outputs, nn.tabulate).
+output_trackers: CallStack[Any] = CallStack()
 
 
 def _check_rng(rng: Any, where: str) -> None:
@@ -85,9 +87,8 @@ class Module:
     with _module_stack.scope(frame), jax.named_scope(
         frame.name or cls.__name__):
       y = instance.apply(*args, **kwargs)
-    for tracker in _output_trackers:
-      with _module_stack.scope(frame):
-        tracker._append_output(y)  # pylint: disable=protected-access
+    for tracker in output_trackers:
+      tracker.on_output(frame, cls, y)
     return y
 
   def apply(self, *args, **kwargs):
@@ -146,8 +147,7 @@ class Module:
       frame.root.reused_paths.add(path)
       return value
     key = frame_lib.fold_in_name(frame.rng, name)
-    with frame_lib.compile_time_eval():
-      value = initializer(key, shape)
+    value = initializer(key, shape)
     if shape is not None and jnp.shape(value) != tuple(shape):
       raise ValueError(
           f'the initializer of parameter "{path}" returned shape '
@@ -185,10 +185,8 @@ class Module:
       while frame is not None and not frame.is_init:
         frame = frame.parent
       if frame is not None:
-        with frame_lib.compile_time_eval():
-          frame.rng, key = jax.random.split(frame.rng)
-          value = initializer(key, shape)
-        state.value = value
+        frame.rng, key = jax.random.split(frame.rng)
+        state.value = initializer(key, shape)
     return state
 
   def is_stateful(self) -> bool:
@@ -283,10 +281,12 @@ class Module:
         leading positional input of `apply`; `*args` follow them.
     Returns:
       `(output, params)`: outputs that depend on the inputs are
-      `jax.ShapeDtypeStruct`s; the params are concrete arrays.
+      `jax.ShapeDtypeStruct`s; outputs computed without them and the params
+      are concrete arrays.
     """
     _check_rng(_rng, f'{cls.__name__}.init_by_shape')
-    if not isinstance(input_specs, (list, tuple)):
+    if (not isinstance(input_specs, (list, tuple)) or
+        jax_utils._is_shape(input_specs)):  # pylint: disable=protected-access
       raise TypeError(f'{cls.__name__}.init_by_shape expects a list of input '
                       f'specs [(shape, dtype), ...], got {input_specs!r}')
     _check_arity(cls, len(input_specs) + len(args), kwargs)
@@ -295,8 +295,10 @@ class Module:
     captured = {}
 
     def lazy_init(*inputs):
+      # Under compile-time evaluation, everything computed without the
+      # (abstract) inputs -- keys, initializers, make_rng() -- is concrete.
       with contextlib.ExitStack() as stack:
-        stack.enter_context(frame_lib.lazy_init_scope())
+        stack.enter_context(jax.ensure_compile_time_eval())
         if stochastic_rng is not None:
           stack.enter_context(stochastic_lib.stochastic(stochastic_rng))
         y, params = cls.init(_rng, *inputs, *args, name=name,
@@ -407,9 +409,24 @@ def module_method(fn: Callable[..., Any]) -> classproperty:
   return prop
 
 
+class _OutputRecorder:
+
+  def __init__(self, outputs: collection_lib.Collection):
+    self.outputs = outputs
+
+  def on_output(self, frame: ModuleFrame, cls, y: Any) -> None:
+    del cls
+    with _module_stack.scope(frame):
+      self.outputs._append_output(y)  # pylint: disable=protected-access
+
+
 @contextlib.contextmanager
 def capture_module_outputs():
-  """Yields a Collection: module path -> tuple of the outputs it produced."""
+  """Yields a Collection: module path -> tuple of the outputs it produced.
+
+  Paths are relative to where the block is opened: '/' is a top-level
+  module, '/Dense_0' its first Dense child.
+  """
   with collection_lib.Collection().mutate() as outputs:
-    with _output_trackers.scope(outputs):
+    with output_trackers.scope(_OutputRecorder(outputs)):
       yield outputs
