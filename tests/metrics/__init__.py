@@ -1,0 +1,1 @@
+"""Tests of flaxish.metrics."""
