@@ -1,11 +1,22 @@
-"""Utilities on top of JAX: shape-only evaluation, replication, scans."""
-from typing import Any, Callable, Sequence
+"""Utilities on top of JAX: shape-only evaluation, replication, scans.
+
+Replication places one copy of a pytree on every local device, stacked along
+a new leading axis, with `jax.device_put` and a `NamedSharding` over a 1-D
+`Mesh` of the devices: `jax.pmap` consumes such arrays without copying them.
+"""
+import collections
+import itertools
+import warnings
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import jax
+from jax import lax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-__all__ = ['partial_eval_by_shape']
+__all__ = ['replicate', 'unreplicate', 'pmean', 'prefetch_to_device',
+           'scan_in_dim', 'partial_eval_by_shape']
 
 
 def _is_shape(x) -> bool:
@@ -68,3 +79,214 @@ def partial_eval_by_shape(fn: Callable, input_spec: Sequence[Any], *args,
   leaves = [known[i] if i in known else next(dynamic_shapes)
             for i in range(treedef.num_leaves)]
   return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+# Objects (such as `optim.Optimizer`) that need more than a per-leaf copy to be
+# replicated define these two methods; `replicate` / `unreplicate` call them.
+_REPLICATE_HOOK = '_jax_utils_replicate'
+_UNREPLICATE_HOOK = '_jax_utils_unreplicate'
+
+
+def _has_hook(name):
+  return lambda x: hasattr(type(x), name)
+
+
+def _device_mesh_sharding(devices: Sequence[Any]) -> NamedSharding:
+  mesh = Mesh(np.array(list(devices), dtype=object), ('devices',))
+  return NamedSharding(mesh, PartitionSpec('devices'))
+
+
+def _replicate_leaves(tree: Any, devices: Sequence[Any]) -> Any:
+  """Stacks one copy of every leaf per device, with no hooks applied."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  if not leaves:
+    return tree
+  n = len(devices)
+  expanded = []
+  for x in leaves:
+    x = x if isinstance(x, jax.Array) else np.asarray(x)
+    expanded.append(x[None])
+  per_device = jax.device_put([expanded] * n, list(devices))
+  sharding = _device_mesh_sharding(devices)
+  out = [
+      jax.make_array_from_single_device_arrays(
+          (n,) + tuple(x.shape[1:]), sharding, [d[i] for d in per_device])
+      for i, x in enumerate(expanded)
+  ]
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def replicate(tree: Any, devices: Optional[Sequence[Any]] = None) -> Any:
+  """Places one copy of `tree` on each device, stacked on a new axis 0.
+
+  Arguments:
+    tree: a pytree of arrays (or an `optim.Optimizer`, whose
+      `state_dict()` then saves a single copy).
+    devices: the devices (default: `jax.local_devices()`, the order `pmap`
+      uses).
+
+  Returns:
+    The same pytree whose leaves have shape `(len(devices),) + x.shape`,
+    sharded one row per device.
+  """
+  devices = list(devices) if devices is not None else jax.local_devices()
+  if not devices:
+    raise ValueError('replicate: got an empty list of devices')
+
+  def rep(x):
+    if hasattr(type(x), _REPLICATE_HOOK):
+      return getattr(x, _REPLICATE_HOOK)(devices)
+    return x
+
+  tree = jax.tree_util.tree_map(rep, tree, is_leaf=_has_hook(_REPLICATE_HOOK))
+  return _replicate_leaves(tree, devices)
+
+
+def _first_copy(x: Any) -> Any:
+  """Row 0 of `x`, kept on one device when `x` is sharded row by row."""
+  if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+    if x.ndim == 0:
+      raise ValueError('unreplicate: got a scalar leaf; the tree is not '
+                       'replicated (replicated leaves have a leading device '
+                       'axis)')
+    shards = x.addressable_shards
+    if shards and tuple(shards[0].data.shape[1:]) == tuple(x.shape[1:]):
+      return shards[0].data[0]
+  return x[0]
+
+
+def _unreplicate_leaves(tree: Any) -> Any:
+  return jax.tree_util.tree_map(_first_copy, tree)
+
+
+def unreplicate(tree: Any) -> Any:
+  """Returns the first copy (`x[0]`) of every leaf of a replicated tree.
+
+  The result stays on the device that held the first copy (device 0).
+  """
+  def unrep(x):
+    if hasattr(type(x), _UNREPLICATE_HOOK):
+      return getattr(x, _UNREPLICATE_HOOK)()
+    return x
+
+  tree = jax.tree_util.tree_map(unrep, tree,
+                                is_leaf=_has_hook(_UNREPLICATE_HOOK))
+  return _unreplicate_leaves(tree)
+
+
+def pmean(xs: Any, axis_name: Any) -> Any:
+  """Deprecated (as in 2020): use `jax.lax.pmean(xs, axis_name)`."""
+  warnings.warn('jax_utils.pmean is deprecated; use jax.lax.pmean',
+                DeprecationWarning, stacklevel=2)
+  return lax.pmean(xs, axis_name)
+
+
+def prefetch_to_device(iterator: Iterable[Any], size: int,
+                       devices: Optional[Sequence[Any]] = None
+                       ) -> Iterator[Any]:
+  """Transfers batches to the devices ahead of time (`size` batches queued).
+
+  Each element of `iterator` is a pytree whose leaves have a leading axis of
+  size `len(devices)` (see `training.common_utils.shard`); row `i` goes to
+  device `i`, as `jax.pmap` expects. With `size=2` the next batch is copied
+  while the current one is used (double buffering).
+
+  Arguments:
+    iterator: yields pytrees of host (NumPy) arrays.
+    size: how many batches to keep on the devices (>= 1).
+    devices: the devices (default: `jax.local_devices()`).
+
+  Yields:
+    The same pytrees, with leaves as device arrays sharded row by row.
+  """
+  if size < 1:
+    raise ValueError(f'prefetch_to_device: size must be >= 1, got {size}')
+  devices = list(devices) if devices is not None else jax.local_devices()
+  sharding = _device_mesh_sharding(devices)
+  n = len(devices)
+
+  def put(batch):
+    for path, x in jax.tree_util.tree_leaves_with_path(batch):
+      if np.ndim(x) == 0 or np.shape(x)[0] != n:
+        raise ValueError(
+            f'prefetch_to_device: leaf {jax.tree_util.keystr(path)} has '
+            f'shape {np.shape(x)} but its leading axis must be the number of '
+            f'devices ({n}); reshape each batch with common_utils.shard first')
+    return jax.device_put(batch, sharding)
+
+  queue = collections.deque()
+  iterator = iter(iterator)
+
+  def enqueue(k):
+    for batch in itertools.islice(iterator, k):
+      queue.append(put(batch))
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
+
+
+def _normalize_axes(axis, ndim):
+  axes = tuple(a + ndim if a < 0 else a for a in axis)
+  if len(set(axes)) != len(axes) or any(not 0 <= a < ndim for a in axes):
+    raise ValueError(f'scan_in_dim: invalid axes {axis} for an input with '
+                     f'{ndim} dimensions')
+  return axes
+
+
+def scan_in_dim(body_fn: Callable[[Any, Any], Any], init: Any, xs: Any,
+                axis: Any = (0,), keepdims: bool = False) -> Any:
+  """`lax.scan` over one or several axes of `xs` (not only the leading one).
+
+  The scan visits positions in row-major order over `axis` (the first listed
+  axis is the outermost loop).
+
+  Arguments:
+    body_fn: `body_fn(carry, x) -> (carry, y)`; `x` is a slice of `xs` with
+      the scanned axes removed (kept with size 1 if `keepdims`).
+    init: the initial carry.
+    xs: a pytree of arrays that all have the scanned axes.
+    axis: an int or a tuple of ints (default `(0,)`).
+    keepdims: keep the scanned axes (size 1) in the slices given to and
+      returned by `body_fn`.
+
+  Returns:
+    `(carry, ys)`, where the leaves of `ys` have the scanned axes at the same
+    positions as in `xs`.
+  """
+  if isinstance(axis, int):
+    axis = (axis,)
+  axis = tuple(axis)
+  k = len(axis)
+
+  def to_front(x):
+    axes = _normalize_axes(axis, x.ndim)
+    rest = tuple(i for i in range(x.ndim) if i not in axes)
+    return jnp.transpose(x, axes + rest)
+
+  def to_back(x, ndim):
+    # Inverse of to_front for an array with `ndim` dims, scanned axes first.
+    axes = _normalize_axes(axis, ndim)
+    rest = tuple(i for i in range(ndim) if i not in axes)
+    return jnp.transpose(x, np.argsort(axes + rest))
+
+  def body(c, x):
+    if keepdims:
+      x = jax.tree_util.tree_map(
+          lambda v: to_back(v.reshape((1,) * k + v.shape), v.ndim + k), x)
+    c, y = body_fn(c, x)
+    if keepdims:
+      y = jax.tree_util.tree_map(lambda v: to_front(v)[(0,) * k], y)
+    return c, y
+
+  def nest(fn, depth):
+    if depth == 0:
+      return fn
+    inner = nest(fn, depth - 1)
+    return lambda c, x: lax.scan(inner, c, x)
+
+  xs_front = jax.tree_util.tree_map(to_front, xs)
+  c, ys = nest(body, k)(init, xs_front)
+  ys = jax.tree_util.tree_map(lambda y: to_back(y, y.ndim), ys)
+  return c, ys

@@ -1,9 +1,18 @@
 """Frozen dataclasses that are pytrees and serialize to state dicts.
 
-`@dataclass` turns a class into a frozen `dataclasses.dataclass`, registers it
-with `jax.tree_util` (fields are children unless marked
-`field(pytree_node=False)`, which makes them static metadata) and registers a
-state-dict handler (static fields are not serialized).
+    @struct.dataclass
+    class TrainState:
+      step: int
+      params: Any
+      apply_fn: Callable = struct.field(pytree_node=False)
+
+`@dataclass` turns a class into a frozen `dataclasses.dataclass`, adds
+`replace(**updates)`, registers it with `jax.tree_util` (fields are children,
+with `GetAttrKey` paths, unless marked `field(pytree_node=False)`, which makes
+them static metadata, part of the tree structure) and registers a state-dict
+handler: the state dict is `{field name: state dict of the value}` over the
+pytree fields; static fields are not serialized and are kept from the target
+on restore. `PyTreeNode` is a base class that does the same to subclasses.
 """
 import dataclasses
 from typing import Any, TypeVar
@@ -20,7 +29,11 @@ _T = TypeVar('_T')
 
 
 def field(pytree_node: bool = True, **kwargs) -> Any:
-  """A dataclass field; `pytree_node=False` makes it static (not a child)."""
+  """A dataclass field; `pytree_node=False` makes it static (not a child).
+
+  Other keyword arguments (`default`, `default_factory`, `metadata`, ...) go
+  to `dataclasses.field`.
+  """
   metadata = dict(kwargs.pop('metadata', None) or {})
   metadata['pytree_node'] = pytree_node
   return dataclasses.field(metadata=metadata, **kwargs)
@@ -28,6 +41,14 @@ def field(pytree_node: bool = True, **kwargs) -> Any:
 
 def _is_node(f: dataclasses.Field) -> bool:
   return f.metadata.get('pytree_node', True)
+
+
+def _build(clz: type, values: dict) -> Any:
+  """An instance with the given field values, without running `__init__`."""
+  obj = object.__new__(clz)
+  for name, value in values.items():
+    object.__setattr__(obj, name, value)
+  return obj
 
 
 def dataclass(clz: _T) -> _T:
@@ -43,7 +64,7 @@ def dataclass(clz: _T) -> _T:
   meta_names = tuple(f.name for f in fields if not _is_node(f))
 
   def replace(self, **updates):
-    """Returns a copy with the given fields replaced."""
+    """A copy with the given fields replaced (runs `__init__`)."""
     return dataclasses.replace(self, **updates)
 
   data_clz.replace = replace
@@ -53,49 +74,52 @@ def dataclass(clz: _T) -> _T:
                      for name in data_names)
     return children, tuple(getattr(x, name) for name in meta_names)
 
+  def flatten(x):
+    return (tuple(getattr(x, name) for name in data_names),
+            tuple(getattr(x, name) for name in meta_names))
+
   def unflatten(meta, children):
-    kwargs = dict(zip(meta_names, meta))
-    kwargs.update(zip(data_names, children))
-    obj = object.__new__(data_clz)
-    for name, value in kwargs.items():
-      object.__setattr__(obj, name, value)
-    return obj
+    values = dict(zip(meta_names, meta))
+    values.update(zip(data_names, children))
+    return _build(data_clz, values)
 
   jax.tree_util.register_pytree_with_keys(
-      data_clz, flatten_with_keys, unflatten,
-      flatten_func=lambda x: (tuple(getattr(x, n) for n in data_names),
-                              tuple(getattr(x, n) for n in meta_names)))
+      data_clz, flatten_with_keys, unflatten, flatten_func=flatten)
 
   def to_state(x):
     return {name: to_state_dict(getattr(x, name)) for name in data_names}
 
   def from_state(x, state):
-    state = dict(state)
-    updates = {}
-    for name in data_names:
-      if name not in state:
-        raise ValueError(f'missing field "{name}" in the state dict while '
-                         f'restoring an instance of {clz.__name__}')
-      updates[name] = from_state_dict(getattr(x, name), state.pop(name))
-    if state:
-      raise ValueError(f'unknown field(s) {sorted(state)} in the state dict '
-                       f'while restoring an instance of {clz.__name__}')
-    return x.replace(**updates)
+    missing = [name for name in data_names if name not in state]
+    unknown = sorted(set(state) - set(data_names))
+    if missing or unknown:
+      raise ValueError(
+          f'cannot restore a {data_clz.__name__}: the state dict lacks the '
+          f'field(s) {missing} and has the unknown field(s) {unknown}')
+    values = {name: getattr(x, name) for name in meta_names}
+    values.update((name, from_state_dict(getattr(x, name), state[name]))
+                  for name in data_names)
+    return _build(data_clz, values)
 
   register_serialization_state(data_clz, to_state, from_state, override=True)
-  data_clz._flaxish_dataclass = True
+  data_clz._flaxish_dataclass = True  # pylint: disable=protected-access
   return data_clz
 
 
 class PyTreeNode:
-  """Base class: subclasses are turned into `@dataclass`es automatically."""
+  """Base class: subclasses are turned into `@dataclass`es automatically.
+
+      class Params(struct.PyTreeNode):
+        w: Any
+        scale: float = struct.field(pytree_node=False, default=1.0)
+  """
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     dataclass(cls)
 
-  def __init__(self, *args, **kwargs):  # overridden by the dataclass
+  def __init__(self, *args, **kwargs):  # replaced by the dataclass
     raise NotImplementedError
 
-  def replace(self: _T, **updates) -> _T:  # overridden by the dataclass
+  def replace(self: _T, **updates) -> _T:  # replaced by the dataclass
     raise NotImplementedError

@@ -22,10 +22,7 @@ def cast_init(initializer: Initializer, param_dtype: Any) -> Initializer:
   param_dtype = jnp.dtype(param_dtype)
 
   def init(key, shape):
-    value = initializer(key, shape)
-    if jnp.result_type(value) != param_dtype:
-      value = jnp.asarray(value, param_dtype)
-    return value
+    return jnp.asarray(initializer(key, shape), param_dtype)
 
   return init
 
@@ -59,7 +56,7 @@ def normalize_axes(axes: Sequence[int], ndim: int, where: str,
 
 def spatial_tuple(value: Any, n: int, name: str, where: str,
                   default: int = 1) -> Tuple[int, ...]:
-  """`None` -> `(default,) * n`; int -> `(value,) * n`; else a length-n tuple."""
+  """None -> `(default,) * n`; int -> `(value,) * n`; else a length-n tuple."""
   if value is None:
     return (default,) * n
   if isinstance(value, (int, np.integer)):

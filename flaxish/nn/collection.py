@@ -6,6 +6,7 @@ unless opened with `mutate()` (or `nn.stateful()`); an immutable collection is
 a pytree and can go through `jit`/`pmap`; a mutable one cannot.
 """
 import contextlib
+import functools
 from typing import Any, Dict, Iterator, Optional
 
 import jax
@@ -35,6 +36,14 @@ class Collection:
     self._anchor = frame_lib.module_stack.top()
     self._trace_state = None
     self._unnamed_root = None
+
+  def __init_subclass__(cls, **kwargs):
+    # Subclasses (such as nn.attention.Cache) are pytrees and serialize too.
+    super().__init_subclass__(**kwargs)
+    jax.tree_util.register_pytree_with_keys(
+        cls, _flatten, functools.partial(_unflatten, cls=cls))
+    register_serialization_state(cls, _collection_to_state,
+                                 _collection_from_state, override=True)
 
   def as_dict(self) -> Dict[str, Any]:
     """A copy of the `{path: value}` dict."""
@@ -106,7 +115,7 @@ class Collection:
   @contextlib.contextmanager
   def mutate(self) -> Iterator['Collection']:
     """Yields a mutable copy; it becomes immutable when the block exits."""
-    new = Collection.__new__(Collection)
+    new = type(self).__new__(type(self))
     new.state = dict(self.state)
     new._anchor = self._anchor
     new._unnamed_root = None
@@ -130,9 +139,10 @@ def _flatten(collection: Collection):
   return children, (keys, collection._anchor)  # pylint: disable=protected-access
 
 
-def _unflatten(aux, values) -> Collection:
+def _unflatten(aux, values, cls=None) -> Collection:
   keys, anchor = aux
-  collection = Collection.__new__(Collection)
+  cls = cls or Collection
+  collection = cls.__new__(cls)
   collection.state = dict(zip(keys, values))
   collection._anchor = anchor
   collection._trace_state = None
@@ -154,7 +164,7 @@ def _collection_from_state(target: Collection, state: Dict[str, Any]):
     restored[path] = (from_state_dict(target.state[path], value)
                       if path in target.state else value)
   return _unflatten((tuple(restored), target._anchor),  # pylint: disable=protected-access
-                    tuple(restored.values()))
+                    tuple(restored.values()), cls=type(target))
 
 
 register_serialization_state(Collection, _collection_to_state,

@@ -5,17 +5,32 @@ Every call of a Module class (inside another module's `apply`, or through
 thread-local stack. A frame holds the module's nested params dict, and while
 initializing, its rng. `rng is None` means apply mode.
 """
+import contextlib
 from typing import Any, Dict, Optional
 
 import jax
 
-from flaxish.nn.utils import CallStack, hash_name
+from flaxish.nn.utils import CallStack, hash_name, is_tracer
 
 module_stack: CallStack['ModuleFrame'] = CallStack()
 
+def eager_if_concrete(rng: Any):
+  """`jax.ensure_compile_time_eval()` when `rng` is a concrete key.
+
+  Initialization computes parameters from the rng alone, so with a concrete
+  rng they are concrete too, even when a module is first called inside a
+  `lax.scan` body or under `init_by_shape`. A traced rng (`jit(init)`) stays
+  traced.
+  """
+  if is_tracer(rng):
+    return contextlib.nullcontext()
+  return jax.ensure_compile_time_eval()
+
+
 def fold_in_name(rng: Any, name: str) -> Any:
   """The key of a child or parameter: `fold_in(rng, sha1(name)[:4])`."""
-  return jax.random.fold_in(rng, hash_name(name))
+  with eager_if_concrete(rng):
+    return jax.random.fold_in(rng, hash_name(name))
 
 
 def check_name(name: Any, where: str) -> str:

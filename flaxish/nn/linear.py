@@ -81,9 +81,8 @@ class Dense(base.Module):
     return y
 
 
-def _sliced_init(init: Initializer, num_slices: int, flat_shape: Tuple[int,
-                                                                       ...],
-                 param_dtype: Any) -> Initializer:
+def _sliced_init(init: Initializer, num_slices: int,
+                 flat_shape: Tuple[int, ...], param_dtype: Any) -> Initializer:
   """An initializer that fills a batched kernel slice by slice.
 
   `init(key_k, flat_shape, dtype)` is called once per batch slice, in row-major
@@ -111,7 +110,11 @@ class DenseGeneral(base.Module):
   `batch_shape` are the sizes of `batch_dims` and `in_shape` the sizes of
   `axis`; the bias has shape `batch_shape + features`. The initializers are
   called `init(key, (prod(in_shape), prod(features)), dtype)` once per batch
-  slice (bias: `init(key, (prod(features),), dtype)`).
+  slice (bias: `init(key, (prod(features),), dtype)`), in row-major order of
+  the batch dims. Each slice gets its own key from `jax.random.split` (in
+  2020 every slice reused one key, so all slices started out equal); without
+  batch dims the key is the parameter's own, so `DenseGeneral` on the last
+  axis initializes exactly like `Dense`.
   """
 
   def apply(self,

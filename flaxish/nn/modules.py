@@ -147,7 +147,8 @@ class Module:
       frame.root.reused_paths.add(path)
       return value
     key = frame_lib.fold_in_name(frame.rng, name)
-    value = initializer(key, shape)
+    with frame_lib.eager_if_concrete(key):
+      value = initializer(key, shape)
     if shape is not None and jnp.shape(value) != tuple(shape):
       raise ValueError(
           f'the initializer of parameter "{path}" returned shape '
@@ -185,8 +186,10 @@ class Module:
       while frame is not None and not frame.is_init:
         frame = frame.parent
       if frame is not None:
-        frame.rng, key = jax.random.split(frame.rng)
-        state.value = initializer(key, shape)
+        with frame_lib.eager_if_concrete(frame.rng):
+          frame.rng, key = jax.random.split(frame.rng)
+          value = initializer(key, shape)
+        state.value = value
     return state
 
   def is_stateful(self) -> bool:
@@ -260,7 +263,10 @@ class Module:
         found there are taken as they are (shapes are checked), the rest are
         initialized. Entries that match no parameter are an error.
     Returns:
-      `(output, params)`.
+      `(output, params)`. With a concrete `_rng`, parameters are computed
+      eagerly, so modules first called inside `lax.scan` bodies initialize
+      fine; under `jit` with a traced `_rng` they cannot (initialize outside
+      `jit`, or use `init_by_shape`).
     """
     _check_rng(_rng, f'{cls.__name__}.init')
     frame = cls._root_frame(name, {}, _rng, reuse_params)

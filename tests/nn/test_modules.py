@@ -480,3 +480,24 @@ def test_named_scopes_carry_module_names_into_the_compiled_program():
   _, params = MLP.init(jax.random.PRNGKey(0), X)
   text = jax.jit(MLP.call).lower(params, X).as_text(debug_info=True)
   assert 'MLP/Affine_1' in text
+
+
+def test_params_first_created_inside_a_scan_body_are_concrete():
+
+  class Scanned(nn.Module):
+    def apply(self, xs):
+      cell = Affine.shared(features=5, name='cell')
+      return jax.lax.scan(lambda c, x: (cell(c) + x, None), xs[0], xs)[0]
+
+  xs = jnp.ones((3, 2, 5))
+  _, params = Scanned.init(jax.random.PRNGKey(0), xs)
+  for leaf in jax.tree_util.tree_leaves(params):
+    assert not isinstance(leaf, jax.core.Tracer)
+  _, by_shape = Scanned.init_by_shape(jax.random.PRNGKey(0), [xs.shape])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, by_shape)
+
+
+def test_init_under_jit_with_a_traced_rng():
+  jitted = jax.jit(lambda rng: MLP.init(rng, X)[1])(jax.random.PRNGKey(0))
+  _, eager = MLP.init(jax.random.PRNGKey(0), X)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)

@@ -1,0 +1,72 @@
+"""Runs a `jax.example_libraries.optimizers` triple behind the
+`OptimizerDef` API."""
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+
+from flaxish import serialization
+from flaxish import struct
+from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
+from flaxish.optim.tree_state import tree_from_state_dict, tree_to_state_dict
+
+__all__ = ['ExampleLibrariesOptimizer']
+
+
+@struct.dataclass
+class _NoHyperParams:
+  pass
+
+
+class ExampleLibrariesOptimizer(OptimizerDef):
+  """Wraps `(init_fun, update_fun, get_params)` from
+  `jax.example_libraries.optimizers`, e.g. `optimizers.adam(1e-3)`.
+
+  The step size is fixed when the triple is built (it may be a schedule of
+  the step); `apply_gradient` takes no hyper-parameter overrides. The state
+  is `OptimizerState(step, packed_state)`; `update_fun` gets `step` as its
+  iteration number.
+
+  Arguments:
+    triple: `(init_fun, update_fun, get_params)`.
+  """
+
+  def __init__(self, triple: Sequence[Any]):
+    if (not isinstance(triple, (tuple, list)) or len(triple) != 3 or
+        not all(callable(f) for f in triple)):
+      raise TypeError('ExampleLibrariesOptimizer needs an (init_fun, '
+                      'update_fun, get_params) triple such as '
+                      f'jax.example_libraries.optimizers.adam(1e-3), got '
+                      f'{triple!r}')
+    super().__init__(_NoHyperParams())
+    self.init_fun, self.update_fun, self.get_params = triple
+
+  def update_hyper_params(self, **hyper_param_overrides):
+    hp = hyper_param_overrides.pop('hyper_params', self.hyper_params)
+    if hyper_param_overrides:
+      raise TypeError(
+          f'cannot override {sorted(hyper_param_overrides)}: an '
+          'example_libraries optimizer fixes its step size when it is built; '
+          'pass a schedule instead, e.g. optimizers.adam(lambda i: lr(i))')
+    return hp
+
+  def init_state(self, params):
+    return OptimizerState(jnp.asarray(0, jnp.int32), self.init_fun(params))
+
+  def apply_gradient(self, hyper_params, params, state, grads):
+    check_gradients(params, grads)
+    new_opt_state = self.update_fun(state.step, grads, state.param_states)
+    return (self.get_params(new_opt_state),
+            OptimizerState(state.step + 1, new_opt_state))
+
+  def state_dict(self, target, state):
+    return {'target': serialization.to_state_dict(target),
+            'state': {'step': state.step,
+                      'param_states': tree_to_state_dict(state.param_states)}}
+
+  def restore_state(self, opt_target, opt_state, state_dict):
+    target = serialization.from_state_dict(opt_target, state_dict['target'])
+    sd = state_dict['state']
+    state = OptimizerState(
+        sd['step'], tree_from_state_dict(opt_state.param_states,
+                                         sd['param_states']))
+    return target, state

@@ -1,0 +1,110 @@
+"""Runs an optax `GradientTransformation` behind the `OptimizerDef` API.
+
+optax is never imported here: the adapter only calls `tx.init` and
+`tx.update`, so flaxish does not depend on optax.
+"""
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+
+from flaxish import serialization
+from flaxish import struct
+from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
+from flaxish.optim.tree_state import tree_from_state_dict, tree_to_state_dict
+
+__all__ = ['OptaxOptimizer']
+
+
+@struct.dataclass
+class _OptaxHyperParams:
+  overrides: Dict[str, Any]
+
+
+def _find_hyperparams(opt_state):
+  """The `hyperparams` dict of an `optax.inject_hyperparams` state, or None."""
+  hp = getattr(opt_state, 'hyperparams', None)
+  return hp if isinstance(hp, dict) else None
+
+
+class OptaxOptimizer(OptimizerDef):
+  """An `OptimizerDef` that applies an optax `GradientTransformation`.
+
+  `p = p + updates` (cast back to the parameter dtype). The state is
+  `OptimizerState(step, opt_state)` with the optax state as `param_states`,
+  saved by key path (e.g. `{'0': {'mu': ...}}`). Per-step overrides such as
+  `learning_rate=lr` work when the transformation was built with
+  `optax.inject_hyperparams` and has that hyper-parameter::
+
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+    optimizer = optim.OptaxOptimizer(tx).create(params)
+    optimizer = optimizer.apply_gradient(grads, learning_rate=lr)
+
+  Arguments:
+    transformation: an object with `init(params)` and
+      `update(grads, state, params)` (an `optax.GradientTransformation`).
+  """
+
+  def __init__(self, transformation: Any):
+    if not (callable(getattr(transformation, 'init', None)) and
+            callable(getattr(transformation, 'update', None))):
+      raise TypeError('OptaxOptimizer needs an optax GradientTransformation '
+                      f'(with init and update), got {transformation!r}')
+    super().__init__(_OptaxHyperParams({}))
+    self.transformation = transformation
+
+  def hyper_param_names(self, hyper_params=None):
+    # Any name: checked against the optax state in apply_gradient.
+    return ('*',)
+
+  def update_hyper_params(self, **hyper_param_overrides):
+    hp = hyper_param_overrides.pop('hyper_params', self.hyper_params)
+    if hyper_param_overrides:
+      hp = hp.replace(overrides={**hp.overrides, **hyper_param_overrides})
+    return hp
+
+  def init_state(self, params):
+    return OptimizerState(jnp.asarray(0, jnp.int32),
+                          self.transformation.init(params))
+
+  def _inject(self, opt_state, overrides):
+    hps = _find_hyperparams(opt_state)
+    unknown = sorted(set(overrides) - set(hps or {}))
+    if unknown:
+      if hps is None:
+        raise TypeError(
+            f'cannot override {unknown}: this optax transformation has no '
+            'injectable hyper-parameters; build it with '
+            'optax.inject_hyperparams(optax.adam)(learning_rate=...) to '
+            'change them per step')
+      raise TypeError(f'cannot override {unknown}: the optax transformation '
+                      f'has the hyper-parameters {sorted(hps)}')
+    new_hps = dict(hps)
+    for name, value in overrides.items():
+      new_hps[name] = jnp.asarray(value, jnp.result_type(hps[name]))
+    return opt_state._replace(hyperparams=new_hps)
+
+  def apply_gradient(self, hyper_params, params, state, grads):
+    check_gradients(params, grads)
+    opt_state = state.param_states
+    if hyper_params.overrides:
+      opt_state = self._inject(opt_state, hyper_params.overrides)
+    updates, new_opt_state = self.transformation.update(grads, opt_state,
+                                                        params)
+    new_params = jax.tree_util.tree_map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)), params,
+        updates)
+    return new_params, OptimizerState(state.step + 1, new_opt_state)
+
+  def state_dict(self, target, state):
+    return {'target': serialization.to_state_dict(target),
+            'state': {'step': state.step,
+                      'param_states': tree_to_state_dict(state.param_states)}}
+
+  def restore_state(self, opt_target, opt_state, state_dict):
+    target = serialization.from_state_dict(opt_target, state_dict['target'])
+    sd = state_dict['state']
+    state = OptimizerState(
+        sd['step'], tree_from_state_dict(opt_state.param_states,
+                                         sd['param_states']))
+    return target, state
