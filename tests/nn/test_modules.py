@@ -501,3 +501,25 @@ def test_init_under_jit_with_a_traced_rng():
   jitted = jax.jit(lambda rng: MLP.init(rng, X)[1])(jax.random.PRNGKey(0))
   _, eager = MLP.init(jax.random.PRNGKey(0), X)
   jax.tree_util.tree_map(np.testing.assert_array_equal, eager, jitted)
+
+
+def test_capture_module_outputs_records_every_call_by_path():
+
+  class Net(nn.Module):
+    def apply(self, x):
+      shared = Affine.shared(features=5, name='shared')
+      return MLP(shared(shared(x)), hidden=3)
+
+  _, params = Net.init(jax.random.PRNGKey(0), X)
+  with nn.capture_module_outputs() as outputs:
+    y = Net.call(params, X)
+  assert sorted(outputs.as_dict()) == ['/', '/MLP_0', '/MLP_0/Affine_0',
+                                       '/MLP_0/Affine_1', '/shared']
+  np.testing.assert_array_equal(outputs['/'][0], y)
+  first, second = outputs['/shared']
+  p = params['shared']
+  np.testing.assert_allclose(first, X @ p['kernel'] + p['bias'], rtol=1e-6)
+  np.testing.assert_allclose(second, first @ p['kernel'] + p['bias'],
+                             rtol=1e-6)
+  # Once the block exits the collection is immutable, hence a pytree.
+  assert len(jax.tree_util.tree_leaves(outputs)) == 6
