@@ -91,13 +91,20 @@ def _has_hook(name):
   return lambda x: hasattr(type(x), name)
 
 
-def _device_mesh_sharding(devices: Sequence[Any]) -> NamedSharding:
-  mesh = Mesh(np.array(list(devices), dtype=object), ('devices',))
-  return NamedSharding(mesh, PartitionSpec('devices'))
+def _device_mesh_sharding(devices: Sequence[Any],
+                          axis_name: str) -> NamedSharding:
+  mesh = Mesh(np.array(list(devices), dtype=object), (axis_name,))
+  return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
-def _replicate_leaves(tree: Any, devices: Sequence[Any]) -> Any:
-  """Stacks one copy of every leaf per device, with no hooks applied."""
+def _replicate_leaves(tree: Any, devices: Sequence[Any],
+                      axis_name: str = 'batch') -> Any:
+  """Stacks one copy of every leaf per device, with no hooks applied.
+
+  The mesh axis is named like the `pmap` axis that will consume the arrays:
+  pmap's outputs carry its axis name, and inputs placed under another name
+  would make the second step compile again.
+  """
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   if not leaves:
     return tree
@@ -107,7 +114,7 @@ def _replicate_leaves(tree: Any, devices: Sequence[Any]) -> Any:
     x = x if isinstance(x, jax.Array) else np.asarray(x)
     expanded.append(x[None])
   per_device = jax.device_put([expanded] * n, list(devices))
-  sharding = _device_mesh_sharding(devices)
+  sharding = _device_mesh_sharding(devices, axis_name)
   out = [
       jax.make_array_from_single_device_arrays(
           (n,) + tuple(x.shape[1:]), sharding, [d[i] for d in per_device])
@@ -116,7 +123,8 @@ def _replicate_leaves(tree: Any, devices: Sequence[Any]) -> Any:
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def replicate(tree: Any, devices: Optional[Sequence[Any]] = None) -> Any:
+def replicate(tree: Any, devices: Optional[Sequence[Any]] = None, *,
+              axis_name: str = 'batch') -> Any:
   """Places one copy of `tree` on each device, stacked on a new axis 0.
 
   Arguments:
@@ -124,6 +132,8 @@ def replicate(tree: Any, devices: Optional[Sequence[Any]] = None) -> Any:
       `state_dict()` then saves a single copy).
     devices: the devices (default: `jax.local_devices()`, the order `pmap`
       uses).
+    axis_name: the `pmap` axis name the copies will be used under (default
+      'batch'); matching it avoids a second compilation of the step.
 
   Returns:
     The same pytree whose leaves have shape `(len(devices),) + x.shape`,
@@ -139,7 +149,7 @@ def replicate(tree: Any, devices: Optional[Sequence[Any]] = None) -> Any:
     return x
 
   tree = jax.tree_util.tree_map(rep, tree, is_leaf=_has_hook(_REPLICATE_HOOK))
-  return _replicate_leaves(tree, devices)
+  return _replicate_leaves(tree, devices, axis_name)
 
 
 def _first_copy(x: Any) -> Any:
@@ -202,7 +212,7 @@ def prefetch_to_device(iterator: Iterable[Any], size: int,
   if size < 1:
     raise ValueError(f'prefetch_to_device: size must be >= 1, got {size}')
   devices = list(devices) if devices is not None else jax.local_devices()
-  sharding = _device_mesh_sharding(devices)
+  sharding = _device_mesh_sharding(devices, 'batch')
   n = len(devices)
 
   def put(batch):

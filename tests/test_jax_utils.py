@@ -122,3 +122,13 @@ def test_partial_eval_by_shape():
                                                2.)
   assert out.shape == (5, 4) and isinstance(out, jax.ShapeDtypeStruct)
   np.testing.assert_array_equal(const, [2., 2.])
+
+
+def test_replicated_arrays_have_the_sharding_of_pmap_outputs():
+  # Otherwise the second pmap step sees new input shardings and recompiles.
+  step = jax.pmap(lambda x: jax.lax.pmean(x, 'batch') + 1, axis_name='batch')
+  replicated = jax_utils.replicate(np.ones(3, np.float32))
+  assert replicated.sharding == step(replicated).sharding
+  other = jax.pmap(lambda x: x * 2, axis_name='model')
+  replicated = jax_utils.replicate(np.ones(3, np.float32), axis_name='model')
+  assert replicated.sharding == other(replicated).sharding

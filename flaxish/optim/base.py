@@ -340,7 +340,7 @@ class Optimizer:
     devices = list(devices) if devices is not None else jax.local_devices()
     opt_def = ReplicatedOptimizer(self.optimizer_def, devices, axis_name)
     return jax_utils._replicate_leaves(self.replace(optimizer_def=opt_def),
-                                       devices)
+                                       devices, axis_name)
 
   def unreplicate(self) -> 'Optimizer':
     """Returns the first device's copy, as an unreplicated optimizer."""
@@ -449,7 +449,8 @@ class ReplicatedOptimizer(OptimizerDef):
 
   def restore_state(self, opt_target, opt_state, state_dict):
     if _has_device_axis(opt_state):
-      state_dict = jax_utils._replicate_leaves(state_dict, self.devices)
+      state_dict = jax_utils._replicate_leaves(
+          state_dict, self.devices, self.axis_name or 'batch')
     return self.optimizer_def.restore_state(opt_target, opt_state, state_dict)
 
 

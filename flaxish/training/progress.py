@@ -48,6 +48,7 @@ class ProgressBar:
     self._is_tty = getattr(self.stream, 'isatty', lambda: False)()
     self._min_interval = 0.1 if self._is_tty else min_interval
     self._last_draw = -float('inf')
+    self._drawn_count = None
     self._postfix = ''
 
   @property
@@ -91,10 +92,12 @@ class ProgressBar:
     end = '\n' if final or not self._is_tty else ''
     self.stream.write(('\r' if self._is_tty else '') + self.line() + end)
     self.stream.flush()
+    self._drawn_count = self.count
 
   def close(self) -> None:
-    """Draws the final line."""
-    self._draw(final=True)
+    """Draws the final line (unless a log already has it)."""
+    if self._is_tty or self._drawn_count != self.count:
+      self._draw(final=True)
 
   def __enter__(self) -> 'ProgressBar':
     return self

@@ -41,6 +41,10 @@ def test_non_tty_output_is_throttled(monkeypatch):
   bar.close()
   # Drawn at steps 1, 21, 41, 61, 81 (every 10 s) and once at the end.
   assert len(out.getvalue().splitlines()) == 6
+  bar = progress.ProgressBar(total=2, stream=out, min_interval=0.)
+  bar.update(2)
+  bar.close()  # the last update already logged 2/2: not printed twice
+  assert [l.split()[1] for l in out.getvalue().splitlines()[6:]] == ['2/2']
 
 
 def test_unknown_total_and_durations():

@@ -1,0 +1,331 @@
+"""ResNet on ImageNet: the 2020 flax example on flaxish.
+
+Data-parallel training with `jax.pmap` over all local devices (and all
+processes): the train state is replicated on every device, each device
+takes its share of the batch, gradients are averaged with `lax.pmean`.
+BatchNorm normalizes each device's batch with its own statistics (or, with
+`cross_replica_bn`, the statistics of the whole batch); the running
+averages are averaged over the devices before every evaluation and
+checkpoint. Nesterov momentum, learning rate 0.1 per 256 images with a
+linear warmup and a cosine decay, L2 weight decay on the kernels, optional
+bfloat16 / float16 compute.
+
+The functions below are meant to be read top to bottom and forked:
+`create_model`, `create_train_state`, `train_step`, `eval_step`,
+`sync_batch_stats`, `evaluate`, `train_and_evaluate`.
+"""
+import functools
+import itertools
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxish import jax_utils
+from flaxish import nn
+from flaxish import optim
+from flaxish import struct
+from flaxish.metrics import JsonlWriter, SummaryWriter, plot_curves
+from flaxish.training import checkpoints
+from flaxish.training import common_utils
+from flaxish.training.progress import ProgressBar
+
+from examples.imagenet import models
+
+
+def half_precision_dtype() -> str:
+  """float16 on GPUs (with loss scaling), bfloat16 elsewhere (TPU, CPU)."""
+  return 'float16' if jax.local_devices()[0].platform == 'gpu' else 'bfloat16'
+
+
+def create_model(key, model_name: str, num_classes: int, image_size: int,
+                 dtype: str = 'float32', cross_replica_bn: bool = False):
+  """A ResNet `nn.Model` (float32 params) and its BatchNorm state."""
+  model_def = models.MODELS[model_name].partial(
+      num_classes=num_classes, dtype=jnp.dtype(dtype),
+      axis_name='batch' if cross_replica_bn else None)
+  input_shape = (1, image_size, image_size, 3)
+  with nn.stateful() as model_state:
+    _, params = model_def.init_by_shape(key, [(input_shape, jnp.float32)])
+  return nn.Model(model_def, params), model_state
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a step updates, and everything a checkpoint saves.
+
+  Attributes:
+    step: the number of training steps run (float16 steps skipped for an
+      overflow count too).
+    optimizer: the optimizer, holding the model.
+    model_state: the BatchNorm running statistics.
+    dynamic_scale: the float16 loss scale, or None.
+  """
+  step: Any
+  optimizer: optim.Optimizer
+  model_state: nn.Collection
+  dynamic_scale: Optional[optim.DynamicScale] = None
+
+
+def create_train_state(key, model_name: str, num_classes: int,
+                       image_size: int, momentum: float, nesterov: bool,
+                       dtype: str = 'float32',
+                       cross_replica_bn: bool = False) -> TrainState:
+  """Step 0: a new model, (Nesterov) momentum, and loss scaling if float16."""
+  model, model_state = create_model(key, model_name, num_classes, image_size,
+                                    dtype, cross_replica_bn)
+  optimizer = optim.Momentum(beta=momentum, nesterov=nesterov).create(model)
+  dynamic_scale = optim.DynamicScale() if dtype == 'float16' else None
+  return TrainState(step=0, optimizer=optimizer, model_state=model_state,
+                    dynamic_scale=dynamic_scale)
+
+
+def create_learning_rate_fn(base_learning_rate: float, steps_per_epoch: int,
+                            num_epochs: int, warmup_epochs: float = 5):
+  """Linear warmup from 0 over `warmup_epochs`, then half a cosine down to 0
+  at `num_epochs`."""
+  def learning_rate_fn(step):
+    epoch = step / steps_per_epoch
+    warmup = jnp.minimum(1., epoch / warmup_epochs) if warmup_epochs else 1.
+    progress = jnp.clip((epoch - warmup_epochs) /
+                        max(num_epochs - warmup_epochs, 1e-9), 0., 1.)
+    return base_learning_rate * warmup * 0.5 * (1. + jnp.cos(jnp.pi *
+                                                             progress))
+  return learning_rate_fn
+
+
+def compute_metrics(log_probs, labels, weights):
+  """Sums over the whole batch (all devices) of the loss, the correct
+  predictions and the weights; divide by 'count' for means."""
+  onehot = common_utils.onehot(labels, log_probs.shape[-1])
+  losses = -jnp.sum(onehot * log_probs, axis=-1)
+  correct = jnp.argmax(log_probs, axis=-1) == labels
+  metrics = {'loss': jnp.sum(losses * weights),
+             'accuracy': jnp.sum(correct * weights),
+             'count': jnp.sum(weights)}
+  return lax.psum(metrics, axis_name='batch')
+
+
+def train_step(state: TrainState, batch, learning_rate_fn: Callable,
+               weight_decay: float):
+  """One step on this device's part of the batch, under
+  `jax.pmap(..., axis_name='batch')`."""
+  def loss_fn(model):
+    with nn.stateful(state.model_state) as new_model_state:
+      log_probs = model(batch['image'])
+    onehot = common_utils.onehot(batch['label'], log_probs.shape[-1])
+    loss = -jnp.mean(jnp.sum(onehot * log_probs, axis=-1))
+    kernels = [p for p in jax.tree_util.tree_leaves(model.params)
+               if p.ndim > 1]
+    loss += weight_decay * 0.5 * sum(jnp.sum(k ** 2) for k in kernels)
+    return loss, (new_model_state, log_probs)
+
+  learning_rate = learning_rate_fn(state.step)
+  dynamic_scale = state.dynamic_scale
+  if dynamic_scale is not None:
+    grad_fn = dynamic_scale.value_and_grad(loss_fn, has_aux=True,
+                                           axis_name='batch')
+    dynamic_scale, is_finite, (_, aux), grad = grad_fn(state.optimizer.target)
+  else:
+    (_, aux), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.optimizer.target)
+    grad = lax.pmean(grad, axis_name='batch')
+  new_model_state, log_probs = aux
+  new_optimizer = state.optimizer.apply_gradient(grad,
+                                                 learning_rate=learning_rate)
+  if dynamic_scale is not None:
+    # A step whose float16 gradients overflowed changes nothing but the scale.
+    keep_if_finite = functools.partial(jnp.where, is_finite)
+    new_optimizer = jax.tree_util.tree_map(keep_if_finite, new_optimizer,
+                                           state.optimizer)
+    new_model_state = jax.tree_util.tree_map(keep_if_finite, new_model_state,
+                                             state.model_state)
+  new_state = state.replace(step=state.step + 1, optimizer=new_optimizer,
+                            model_state=new_model_state,
+                            dynamic_scale=dynamic_scale)
+  metrics = compute_metrics(log_probs, batch['label'],
+                            jnp.ones_like(batch['label'], jnp.float32))
+  metrics['learning_rate'] = learning_rate
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch):
+  """Metric sums on one batch, with the running BatchNorm statistics."""
+  with nn.stateful(state.model_state, mutable=False):
+    log_probs = state.optimizer.target(batch['image'], train=False)
+  return compute_metrics(log_probs, batch['label'], batch['mask'])
+
+
+def replicate(state: TrainState) -> TrainState:
+  """One copy of `state` per local device, laid out like the outputs of a
+  pmap over the axis 'batch': `jax.pmap` compiles once per input layout, so
+  this spares compiling `p_train_step` a second time at its second step."""
+  return jax.pmap(lambda x: x, axis_name='batch')(jax_utils.replicate(state))
+
+
+_cross_replica_mean = jax.pmap(lambda x: lax.pmean(x, 'batch'), 'batch')
+
+
+def sync_batch_stats(state: TrainState) -> TrainState:
+  """Averages the BatchNorm running statistics over all devices (of a
+  replicated state), so every replica evaluates and saves the same model."""
+  return state.replace(model_state=_cross_replica_mean(state.model_state))
+
+
+def summarize(metric_sums) -> Dict[str, float]:
+  """Means from a list of (replicated) `compute_metrics` outputs."""
+  totals = common_utils.get_metrics(metric_sums)
+  count = float(np.sum(totals['count']))
+  return {'loss': float(np.sum(totals['loss'])) / count,
+          'accuracy': float(np.sum(totals['accuracy'])) / count}
+
+
+def evaluate(p_eval_step, state: TrainState, batches) -> Dict[str, float]:
+  """Loss and accuracy of a replicated state over an iterator of batches."""
+  sums = []
+  for i, batch in enumerate(batches):
+    sums.append(p_eval_step(state, common_utils.shard(batch)))
+    if i % 16 == 15:
+      jax.block_until_ready(sums[-1])
+  return summarize(sums)
+
+
+def save_checkpoint(workdir: str, state: TrainState, keep: int) -> None:
+  """Saves the first replica (process 0 writes; all processes call it)."""
+  state = jax_utils.unreplicate(state)
+  checkpoints.save_checkpoint(workdir, state, int(state.step), keep=keep,
+                              overwrite=True)
+
+
+def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
+                       batch_size: int, learning_rate: float, momentum: float,
+                       nesterov: bool, weight_decay: float,
+                       warmup_epochs: float, num_epochs: int,
+                       num_train_steps: int = -1, steps_per_eval: int = -1,
+                       dtype: str = 'float32', cross_replica_bn: bool = False,
+                       log_every_steps: int = 100,
+                       checkpoint_every_epochs: int = 10,
+                       keep_checkpoints: int = 3,
+                       seed: int = 0) -> Dict[str, Any]:
+  """Trains on `data` (an `input_pipeline.Dataset`), evaluating after every
+  epoch; resumes from the last checkpoint in `workdir`, if any.
+
+  Writes to `workdir` (process 0): checkpoints (every
+  `checkpoint_every_epochs` epochs and at the end, the newest
+  `keep_checkpoints` kept), `metrics.jsonl`, TensorBoard events under
+  `tensorboard/`, `curves.png`.
+
+  Returns:
+    {'state': the final TrainState (one copy), 'train': the last logged
+     training metrics, 'eval': the last evaluation metrics, 'steps_run',
+     'steps_per_second' (after the first log interval, which compiles)}.
+  """
+  steps_per_epoch = data.num_train_examples // batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'batch_size {batch_size} is larger than the training '
+                     f'set ({data.num_train_examples} examples)')
+  num_steps = (num_train_steps if num_train_steps > 0 else
+               num_epochs * steps_per_epoch)
+  learning_rate_fn = create_learning_rate_fn(
+      learning_rate * batch_size / 256., steps_per_epoch, num_epochs,
+      warmup_epochs)
+
+  state = create_train_state(jax.random.PRNGKey(seed), model_name,
+                             data.num_classes, data.image_size, momentum,
+                             nesterov, dtype, cross_replica_bn)
+  if workdir:
+    state = checkpoints.restore_checkpoint(workdir, state)
+  start_step = int(state.step)
+  result = {'state': state, 'train': None, 'eval': None, 'steps_run': 0,
+            'steps_per_second': None}
+  if start_step >= num_steps:
+    return result
+  if start_step:
+    print(f'Resuming from {workdir} at step {start_step}', flush=True)
+  state = replicate(state)
+
+  p_train_step = jax.pmap(
+      functools.partial(train_step, learning_rate_fn=learning_rate_fn,
+                        weight_decay=weight_decay),
+      axis_name='batch', donate_argnums=(0,))
+  p_eval_step = jax.pmap(eval_step, axis_name='batch')
+  train_iter = jax_utils.prefetch_to_device(
+      map(common_utils.shard, data.train_batches(start_step)), 2)
+
+  writing = workdir and jax.process_index() == 0
+  if writing:
+    jsonl = JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))
+    summary_writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def log(step, split, metrics):
+    epoch = step / steps_per_epoch
+    if writing:
+      jsonl.write(step, split=split, epoch=epoch, **metrics)
+      for name, value in metrics.items():
+        summary_writer.scalar(f'{split}_{name}', value, step)
+      summary_writer.flush()
+
+  train_sums, bar, previous = [], None, None
+  window_start, window_steps, rates = time.perf_counter(), 0, []
+  for step in range(start_step, num_steps):
+    epoch, step_in_epoch = divmod(step, steps_per_epoch)
+    if bar is None:
+      bar = ProgressBar(min(steps_per_epoch - step_in_epoch, num_steps - step),
+                        desc=f'epoch {epoch + 1}')
+    state, metrics = p_train_step(state, next(train_iter))
+    train_sums.append(metrics)
+    # Waiting for the previous step's loss keeps one step queued behind the
+    # running one, and stops pmap collectives piling up (that deadlocks).
+    if previous is not None:
+      bar.update(loss=previous['loss'][0] / previous['count'][0])
+    previous = metrics
+    window_steps += 1
+
+    done = step + 1
+    if done % log_every_steps == 0 or done == num_steps:
+      train_metrics = summarize(train_sums)
+      train_metrics['learning_rate'] = float(metrics['learning_rate'][0])
+      rate = window_steps / (time.perf_counter() - window_start)
+      rates.append(rate)
+      train_metrics['steps_per_second'] = rate
+      log(done, 'train', train_metrics)
+      result['train'] = train_metrics
+      train_sums, window_start, window_steps = [], time.perf_counter(), 0
+
+    if done % steps_per_epoch == 0 or done == num_steps:
+      bar.update(loss=previous['loss'][0] / previous['count'][0])
+      bar.close()
+      bar, previous = None, None
+      pause_start = time.perf_counter()  # steps/s leaves evaluation out
+      state = sync_batch_stats(state)
+      eval_batches = data.eval_batches()
+      if steps_per_eval > 0:
+        eval_batches = itertools.islice(eval_batches, steps_per_eval)
+      eval_metrics = evaluate(p_eval_step, state, eval_batches)
+      log(done, 'eval', eval_metrics)
+      result['eval'] = eval_metrics
+      print(f'epoch {done / steps_per_epoch:.2f} (step {done}): eval loss '
+            f'{eval_metrics["loss"]:.4f} accuracy '
+            f'{eval_metrics["accuracy"] * 100:.2f}%', flush=True)
+      epochs_done = done // steps_per_epoch
+      if workdir and (done == num_steps or (
+          done % steps_per_epoch == 0 and
+          epochs_done % checkpoint_every_epochs == 0)):
+        save_checkpoint(workdir, state, keep_checkpoints)
+      window_start += time.perf_counter() - pause_start
+    result['steps_run'] += 1
+
+  if writing:
+    jsonl.close()
+    summary_writer.close()
+    plot_curves(os.path.join(workdir, 'metrics.jsonl'),
+                os.path.join(workdir, 'curves.png'), x='epoch')
+  if rates:
+    result['steps_per_second'] = (float(np.median(rates[1:])) if len(rates) > 1
+                                  else rates[0])
+  result['state'] = jax_utils.unreplicate(state)
+  return result
