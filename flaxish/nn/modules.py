@@ -312,6 +312,8 @@ class Module:
       captured['params'] = params
       return y
 
+    if is_tracer(_rng):
+      return _init_with_traced_rng(lazy_init, input_specs, captured)
     y = jax_utils.partial_eval_by_shape(lazy_init, input_specs)
     params = captured['params']
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
@@ -347,6 +349,23 @@ class Module:
     y, params = cls.init_by_shape(_rng, input_specs, *args, name=name,
                                   **kwargs)
     return y, _make_model(cls, name, params)
+
+
+def _init_with_traced_rng(lazy_init, input_specs, captured):
+  """`init_by_shape` under jit/vmap/pmap of the rng (`pmap(create_model)`).
+
+  The parameters depend on the traced rng, so they cannot come out of an
+  abstract evaluation. The module runs on zero inputs instead; under `jit`
+  its input-dependent outputs are unused, so XLA removes that computation.
+  """
+  structs = [jax_utils._parse_spec(s) for s in input_specs]  # pylint: disable=protected-access
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 structs)
+  y = lazy_init(*zeros)
+  y = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+      if is_tracer(x) else x, y)
+  return y, captured['params']
 
 
 def _make_model(cls, name, params):

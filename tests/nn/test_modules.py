@@ -523,3 +523,25 @@ def test_capture_module_outputs_records_every_call_by_path():
                              rtol=1e-6)
   # Once the block exits the collection is immutable, hence a pytree.
   assert len(jax.tree_util.tree_leaves(outputs)) == 6
+
+
+def test_init_by_shape_under_jit_vmap_and_pmap_of_the_rng():
+  # The 2020 ensembling idiom: jax.pmap(create_model)(rngs).
+  def create(rng):
+    return MLP.init_by_shape(rng, [X.shape])[1]
+
+  rngs = jax.random.split(jax.random.PRNGKey(0), 8)
+  for transform in (jax.vmap, jax.pmap):
+    stacked = transform(create)(rngs)
+    for i in (0, 7):
+      expected = MLP.init(rngs[i], X)[1]
+      jax.tree_util.tree_map(
+          lambda a, b, i=i: np.testing.assert_array_equal(a[i], b),
+          stacked, expected)
+  jitted = jax.jit(create)(rngs[3])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jitted,
+                         MLP.init(rngs[3], X)[1])
+  outputs = []
+  jax.jit(lambda r: outputs.append(MLP.init_by_shape(r, [X.shape])[0]))(
+      rngs[0])
+  assert outputs == [jax.ShapeDtypeStruct((3, 2), jnp.float32)]
