@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO_DIR := workdir/mnist_demo
+BENCH_VENV := .venv-bench
 
 .PHONY: demo test bench setup-core setup-demo setup-test clean
 
@@ -34,5 +35,15 @@ demo: setup-demo
 test: setup-test
 	$(PY) -m pytest -n 2 -q tests examples
 
+# Benchmarks run in their own venv so that flax (the Linen column) never
+# enters the test environment.
+$(BENCH_VENV)/bin/python:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+
+bench: $(BENCH_VENV)/bin/python
+	$(BENCH_VENV)/bin/pip install -q -e . flax optax
+	$(BENCH_VENV)/bin/python -m benchmarks.bench
+
 clean:
-	rm -rf $(VENV) workdir
+	rm -rf $(VENV) $(BENCH_VENV) workdir

@@ -1,0 +1,1 @@
+"""flaxish vs hand-written JAX and Flax Linen (see README.md)."""

@@ -1,0 +1,229 @@
+"""The benchmark suite: flaxish vs plain JAX (vs Flax Linen + optax).
+
+    python -m benchmarks.bench                       # preset for this backend
+    python -m benchmarks.bench --preset=tiny --workloads=mnist_cnn,mlp
+    python -m benchmarks.bench --set resnet50.size=128 --set resnet50.batch=32
+
+Runs every workload (MNIST CNN, ResNet-18, ResNet-50, Transformer LM, and
+the un-jitted MLP call), writes the raw figures to
+`benchmarks/results/<cpu|gpu>.json` and renders `benchmarks/RESULTS.md` from
+all the JSON files there (so the CPU and GPU runs end up in one report).
+Linen columns appear when `flax` and `optax` can be imported.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict
+
+import jax
+
+from benchmarks import harness
+from benchmarks import memory
+from benchmarks import report
+from benchmarks import workloads
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, 'results')
+
+# Settings per preset: enough steps for a median over >= 30 steps.
+SETTINGS = {
+    'tiny': dict(rounds=1, steps=2, warmup=1, cold_rounds=1, warm_rounds=1,
+                 call_rounds=1, calls=3),
+    'cpu': dict(rounds=5, steps=6, warmup=2, cold_rounds=1, warm_rounds=3,
+                call_rounds=7, calls=50),
+    # On a GPU: no init timings (the CPU run has them), one compile each.
+    'gpu': dict(rounds=5, steps=20, warmup=5, cold_rounds=1, warm_rounds=0,
+                cold_init=False, warm_compile=True, call_rounds=7,
+                calls=100),
+}
+
+
+def _versions() -> Dict[str, str]:
+  out = {'python': platform.python_version()}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'numpy'):
+    try:
+      out[name] = __import__(name).__version__
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return out
+
+
+def _machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  mem = ''
+  try:
+    with open('/proc/meminfo') as f:
+      mem = f', {int(f.readline().split()[1]) / 2**20:.0f} GiB RAM'
+  except (OSError, ValueError, IndexError):
+    pass
+  return f'{os.cpu_count()} x {cpu}{mem}, {platform.system()}'
+
+
+def _load() -> str:
+  try:
+    return f'{os.getloadavg()[0]:.1f}'
+  except OSError:
+    return '?'
+
+
+def _overrides(items) -> Dict[str, Dict[str, Any]]:
+  out: Dict[str, Dict[str, Any]] = {}
+  for item in items or []:
+    key, _, value = item.partition('=')
+    workload, _, field = key.partition('.')
+    if not field or not value:
+      raise SystemExit(f'--set expects WORKLOAD.FIELD=VALUE, got {item!r}')
+    try:
+      value = json.loads(value)
+    except ValueError:
+      pass
+    out.setdefault(workload, {})[field] = value
+  return out
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--preset', choices=workloads.PRESETS,
+                      help='sizes and settings (default: gpu on a GPU, '
+                      'else cpu)')
+  parser.add_argument('--workloads',
+                      default='mlp,mnist_cnn,resnet18,transformer_lm,resnet50')
+  parser.add_argument('--impls', default='flaxish,plain_jax,linen')
+  for name in ('rounds', 'steps', 'warmup', 'cold_rounds', 'warm_rounds',
+               'call_rounds', 'calls', 'cold_init', 'warm_compile'):
+    parser.add_argument('--' + name.replace('_', '-'), type=int,
+                        help='override the preset\'s ' + name)
+  parser.add_argument('--memory', choices=('subprocess', 'none'),
+                      help='measure peak memory in a fresh process per '
+                      'implementation (default on CPU; each one compiles '
+                      'the step again) or not; XLA\'s estimate of the '
+                      'compiled step is always reported')
+  parser.add_argument('--set', action='append', metavar='W.FIELD=VALUE',
+                      help='override a workload size, e.g. resnet50.batch=32')
+  parser.add_argument('--label', help='section title (default: the device)')
+  parser.add_argument('--json', help='output file (default: '
+                      'benchmarks/results/<cpu|gpu>.json)')
+  parser.add_argument('--markdown', default=os.path.join(HERE, 'RESULTS.md'),
+                      help='report rendered from all results/*.json; '
+                      '"" to skip')
+  return parser.parse_args(argv)
+
+
+def run(args, log=print, on_progress=None) -> Dict[str, Any]:
+  """Runs the suite; returns the results dict.
+
+  `on_progress(results)` is called after every workload (to save partial
+  results).
+  """
+  jax.config.update('jax_enable_compilation_cache', False)
+  backend = jax.default_backend()
+  preset = args.preset or ('gpu' if backend == 'gpu' else 'cpu')
+  settings = harness.Settings(**SETTINGS[preset])
+  for name in vars(settings):
+    if getattr(args, name, None) is not None:
+      setattr(settings, name, getattr(args, name))
+  settings.impls = tuple(args.impls.split(','))
+  if args.memory is None:
+    args.memory = 'subprocess' if backend == 'cpu' else 'none'
+  overrides = _overrides(args.set)
+  device = jax.devices()[0]
+  meta = {
+      'date': datetime.datetime.now().strftime('%Y-%m-%d %H:%M'),
+      'command': 'python -m benchmarks.bench ' + ' '.join(sys.argv[1:]),
+      'platform': backend, 'device_kind': device.device_kind,
+      'label': args.label or (
+          f'GPU: {device.device_kind}' if backend == 'gpu' else
+          f'CPU: {os.cpu_count()} cores'),
+      'machine': _machine(), 'versions': _versions(), 'preset': preset,
+      'settings': {k: v for k, v in vars(settings).items() if k != 'impls'},
+      'load_before': _load(),
+      'memory_method': (
+          'none measured; XLA estimate only' if args.memory == 'none' else
+          'fresh process per implementation, '
+          + ('device peak_bytes_in_use' if backend != 'cpu' else
+             'resident-memory high-water mark (VmHWM)')
+          + ' during the steps + train state size'),
+  }
+  have_flax = workloads.have_flax()
+  log(f'{meta["label"]} | {meta["machine"]} | {meta["versions"]} | preset '
+      f'{preset}' + ('' if have_flax else ' | flax not installed: no Linen '
+                     'column'))
+  results: Dict[str, Any] = {'meta': meta, 'workloads': {}}
+  start = time.perf_counter()
+  for name in args.workloads.split(','):
+    log(f'{name}:')
+    w = workloads.build(name, preset, **overrides.get(name, {}))
+    if name == 'mlp':
+      results['call_overhead'] = harness.run_call_overhead(w, settings, log)
+      continue
+    res = harness.run_workload(w, settings, log)
+    if args.memory == 'subprocess':
+      log('  memory: one fresh process per implementation')
+      res['memory'] = {n: memory.measure(name, n, preset,
+                                         overrides.get(name, {}))
+                       for n in res['impls']}
+    results['workloads'][name] = res
+    log('  steady-state step flaxish / plain JAX: ' +
+        report.fmt_ratio(*report.step_ratio(res)))
+    meta['wall_s'] = time.perf_counter() - start
+    meta['load_after'] = _load()
+    if on_progress:
+      on_progress(results)
+  meta['wall_s'] = time.perf_counter() - start
+  meta['load_after'] = _load()
+  return results
+
+
+def write_json(results: Dict[str, Any], json_path: str):
+  os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+  with open(json_path + '.tmp', 'w') as f:
+    json.dump(results, f, indent=1)
+  os.replace(json_path + '.tmp', json_path)
+
+
+def write(results: Dict[str, Any], json_path: str, markdown_path: str):
+  """Writes the JSON file and renders the report from all of them."""
+  write_json(results, json_path)
+  if not markdown_path:
+    return
+  all_results = []
+  for path in sorted(glob.glob(os.path.join(os.path.dirname(
+      os.path.abspath(json_path)), '*.json'))):
+    with open(path) as f:
+      all_results.append(json.load(f))
+  all_results.sort(key=lambda r: r['meta'].get('platform') != 'cpu')
+  analysis_path = os.path.join(HERE, 'ANALYSIS.md')
+  analysis = ''
+  if os.path.exists(analysis_path):
+    with open(analysis_path) as f:
+      analysis = f.read()
+  with open(markdown_path, 'w') as f:
+    f.write(report.render(all_results, analysis))
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  json_path = args.json or os.path.join(
+      RESULTS_DIR, f'{"cpu" if jax.default_backend() == "cpu" else "gpu"}'
+      '.json')
+  results = run(args, on_progress=lambda r: write_json(r, json_path))
+  write(results, json_path, args.markdown)
+  print(f'wrote {json_path}' + (f' and {args.markdown}' if args.markdown
+                                else ''))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,126 @@
+"""Tests of the benchmark harness: the workloads' flaxish and plain-JAX
+versions compute the same thing, and the runner writes its JSON and Markdown.
+
+Tiny sizes only; nothing here is timed or asserts on timings.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import bench
+from benchmarks import memory
+from benchmarks import report
+from benchmarks import workloads
+
+# The ResNets keep their stems and blocks (basic, bottleneck) but get one
+# block per stage, and the LM one layer, to keep the compiles short.
+TINY = {
+    'mnist_cnn': lambda: workloads.build('mnist_cnn', 'tiny'),
+    'resnet18': lambda: workloads.build('resnet18', 'tiny', width=4,
+                                        stages=(1, 1, 1, 1)),
+    'resnet50': lambda: workloads.build('resnet50', 'tiny', width=4,
+                                        stages=(1, 1, 1, 1)),
+    'transformer_lm': lambda: workloads.build('transformer_lm', 'tiny',
+                                              layers=1),
+}
+# Correctness only: a quick, unoptimized compile.
+FAST_COMPILE = {'xla_backend_optimization_level': 0,
+                'xla_llvm_disable_expensive_passes': True}
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _fast_jit(fn, *args):
+  """`fn(*args)` through one quick, unoptimized compile (no eager ops)."""
+  return jax.jit(fn).lower(*args).compile(FAST_COMPILE)(*args)
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_flaxish_and_plain_jax_give_the_same_loss_and_gradients(name):
+  w = TINY[name]()
+  flaxish, plain = w.impls['flaxish'](), w.impls['plain_jax']()
+  rng = jax.random.PRNGKey(0)
+  batch = _fast_jit(w.make_batch, jax.random.PRNGKey(1))
+  params, stats = _fast_jit(plain.init, rng, batch)
+  # flaxish's parameter layout, from an abstract trace of its init.
+  assert jax.eval_shape(flaxish.init, rng, batch) == jax.eval_shape(
+      plain.init, rng, batch)
+
+  def loss_and_grads(params, stats, batch):
+    grad_fn = lambda impl: jax.value_and_grad(impl.loss, has_aux=True)
+    return grad_fn(flaxish)(params, stats, batch), grad_fn(plain)(
+        params, stats, batch)
+
+  compiled = jax.jit(loss_and_grads).lower(params, stats, batch).compile(
+      FAST_COMPILE)
+  ((f_loss, f_new), f_grads), ((p_loss, p_new), p_grads) = compiled(
+      params, stats, batch)
+  np.testing.assert_allclose(f_loss, p_loss, rtol=1e-5)
+  assert jax.tree_util.tree_structure(f_grads) == (
+      jax.tree_util.tree_structure(p_grads))
+  for a, b in zip(_leaves(f_grads), _leaves(p_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for a, b in zip(_leaves(f_new), _leaves(p_new)):  # BatchNorm statistics
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_steps_agree_after_one_update():
+  w = TINY['mnist_cnn']()
+  batch = _fast_jit(w.make_batch, jax.random.PRNGKey(1))
+  params, stats = _fast_jit(w.impls['plain_jax']().init, jax.random.PRNGKey(0),
+                            batch)
+  out = {}
+  for name in ('flaxish', 'plain_jax'):
+    impl = w.impls[name]()
+    state = impl.make_state(jax.tree_util.tree_map(jnp.copy, params), stats)
+    state, loss = jax.jit(impl.train_step).lower(state, batch).compile(
+        FAST_COMPILE)(state, batch)
+    out[name] = (float(loss), impl.params_of(state))
+  assert out['flaxish'][0] == pytest.approx(out['plain_jax'][0], rel=1e-6)
+  for a, b in zip(_leaves(out['flaxish'][1]), _leaves(out['plain_jax'][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_runner_writes_json_and_markdown_rows(tmp_path):
+  json_path, md_path = tmp_path / 'cpu.json', tmp_path / 'RESULTS.md'
+  bench.main(['--preset=tiny', '--workloads=mnist_cnn,mlp', '--memory=none',
+              '--cold-init=0', '--warm-rounds=0', '--impls=flaxish,plain_jax',
+              f'--json={json_path}', f'--markdown={md_path}'])
+  results = json.loads(json_path.read_text())
+  assert results['meta']['preset'] == 'tiny'
+  mnist = results['workloads']['mnist_cnn']
+  for name in ('flaxish', 'plain_jax'):
+    figures = mnist['impls'][name]
+    assert len(figures['step_s']['round_medians']) == 1
+    assert figures['first_step'][0]['total'] > 0
+    assert figures['xla']['peak_bytes'] > 0
+  assert mnist['check']['impls']['flaxish']['update'] < 1e-3
+  assert set(results['call_overhead']['impls']) >= {'flaxish', 'plain_jax'}
+  text = md_path.read_text()
+  assert '### mnist_cnn: MNIST CNN, batch 4' in text
+  assert '| steady-state train step |' in text
+  assert 'steady-state train step <= 1.02x plain JAX' in text
+  assert '### mlp:' in text
+
+
+def test_memory_child_reports_a_peak():
+  out = memory.measure('mnist_cnn', 'flaxish', 'tiny', steps=1)
+  assert 'error' not in out, out
+  assert out['peak_bytes'] >= out['state_bytes'] > 0
+
+
+def test_report_says_by_how_much_a_goal_is_missed():
+  step = lambda t: {'median': t, 'round_medians': [t, t * 1.1], 'n': 2,
+                    'min': t, 'max': t}
+  results = {'meta': {'label': 'CPU', 'platform': 'cpu'}, 'workloads': {
+      'w': {'title': 't', 'config': {}, 'unit': 'images', 'items_per_step': 1,
+            'impls': {'flaxish': {'step_s': step(1.05)},
+                      'plain_jax': {'step_s': step(1.0)}}}}}
+  rows = report.goal_rows(results)
+  assert rows == [['CPU', 'steady-state train step <= 1.02x plain JAX', 'w',
+                   '1.050 (1.05-1.05)', 'missed by 2.9%']]
