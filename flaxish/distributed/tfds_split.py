@@ -3,11 +3,11 @@
     split = distributed.process_split('train', num_examples=1281167)
     ds = tfds.load('imagenet2012', split=split)   # this process's part only
 
-TensorFlow and tensorflow-datasets are imported only when `num_examples` is
-not given, inside the call: importing flaxish never imports them.
+flaxish never imports TensorFlow or tensorflow-datasets: to split a split
+expression, pass `even_splits=tfds.even_splits`.
 """
 import re
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import jax
 
@@ -37,7 +37,8 @@ def process_split(split: str = 'train', *,
                   num_examples: Optional[int] = None,
                   drop_remainder: bool = True,
                   process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> Any:
+                  process_count: Optional[int] = None,
+                  even_splits: Optional[Callable[..., Any]] = None) -> Any:
   """The sub-split of `split` that this process reads, for `tfds.load`.
 
   The processes get disjoint, contiguous parts, in process order.
@@ -54,10 +55,11 @@ def process_split(split: str = 'train', *,
       more (evaluation, with padding to equal batch counts).
     process_index: default `jax.process_index()`.
     process_count: default `jax.process_count()`.
+    even_splits: `tfds.even_splits`, used when `num_examples` is not given.
 
   Returns:
     With one process, `split` unchanged. With `num_examples`, a string such
-    as `'train[0:640583]'`. Otherwise `tfds.even_splits(split,
+    as `'train[0:640583]'`. Otherwise `even_splits(split,
     n=process_count, drop_remainder=...)[process_index]`, a split object
     `tfds.load` accepts.
   """
@@ -77,16 +79,10 @@ def process_split(split: str = 'train', *,
     sizes = even_split_sizes(num_examples, count, drop_remainder)
     start = sum(sizes[:index])
     return f'{split}[{start}:{start + sizes[index]}]'
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        'process_split needs tensorflow-datasets (pip install '
-        'tensorflow-datasets), or pass num_examples= to compute the '
-        'sub-split without it') from e
-  if not hasattr(tfds, 'even_splits'):
-    raise ImportError(
-        f'process_split: this tensorflow-datasets ({tfds.__version__}) has no '
-        'tfds.even_splits; upgrade it, or pass num_examples=')
-  return tfds.even_splits(split, n=count,
-                          drop_remainder=drop_remainder)[index]
+  if even_splits is None:
+    raise ValueError(
+        'process_split: pass num_examples= (builder.info.splits[split]'
+        '.num_examples) to compute the sub-split here, or '
+        'even_splits=tfds.even_splits to split a split expression with '
+        'tensorflow-datasets (flaxish itself never imports it)')
+  return even_splits(split, n=count, drop_remainder=drop_remainder)[index]

@@ -48,9 +48,17 @@ def test_parts_from_tfds_even_splits():
   tfds = pytest.importorskip('tensorflow_datasets')
   for drop in (True, False):
     got = distributed.process_split('train[:90%]', drop_remainder=drop,
-                                    process_index=1, process_count=4)
+                                    process_index=1, process_count=4,
+                                    even_splits=tfds.even_splits)
     assert got == tfds.even_splits('train[:90%]', n=4,
                                    drop_remainder=drop)[1]
+
+
+def test_split_expression_without_num_examples_or_even_splits():
+  with pytest.raises(ValueError, match='pass num_examples=.* or '
+                     'even_splits=tfds.even_splits'):
+    distributed.process_split('train[:90%]', process_index=0,
+                              process_count=2)
 
 
 def test_importing_flaxish_distributed_imports_no_tensorflow():
