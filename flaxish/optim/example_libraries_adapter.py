@@ -4,10 +4,9 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from flaxish import serialization
 from flaxish import struct
 from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
-from flaxish.optim.tree_state import tree_from_state_dict, tree_to_state_dict
+from flaxish.optim.tree_state import TreeStateOptimizerDef
 
 __all__ = ['ExampleLibrariesOptimizer']
 
@@ -17,7 +16,7 @@ class _NoHyperParams:
   pass
 
 
-class ExampleLibrariesOptimizer(OptimizerDef):
+class ExampleLibrariesOptimizer(TreeStateOptimizerDef):
   """Wraps `(init_fun, update_fun, get_params)` from
   `jax.example_libraries.optimizers`, e.g. `optimizers.adam(1e-3)`.
 
@@ -57,16 +56,3 @@ class ExampleLibrariesOptimizer(OptimizerDef):
     new_opt_state = self.update_fun(state.step, grads, state.param_states)
     return (self.get_params(new_opt_state),
             OptimizerState(state.step + 1, new_opt_state))
-
-  def state_dict(self, target, state):
-    return {'target': serialization.to_state_dict(target),
-            'state': {'step': state.step,
-                      'param_states': tree_to_state_dict(state.param_states)}}
-
-  def restore_state(self, opt_target, opt_state, state_dict):
-    target = serialization.from_state_dict(opt_target, state_dict['target'])
-    sd = state_dict['state']
-    state = OptimizerState(
-        sd['step'], tree_from_state_dict(opt_state.param_states,
-                                         sd['param_states']))
-    return target, state

@@ -8,10 +8,9 @@ from typing import Any, Dict
 import jax
 import jax.numpy as jnp
 
-from flaxish import serialization
 from flaxish import struct
 from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
-from flaxish.optim.tree_state import tree_from_state_dict, tree_to_state_dict
+from flaxish.optim.tree_state import TreeStateOptimizerDef
 
 __all__ = ['OptaxOptimizer']
 
@@ -27,7 +26,7 @@ def _find_hyperparams(opt_state):
   return hp if isinstance(hp, dict) else None
 
 
-class OptaxOptimizer(OptimizerDef):
+class OptaxOptimizer(TreeStateOptimizerDef):
   """An `OptimizerDef` that applies an optax `GradientTransformation`.
 
   `p = p + updates` (cast back to the parameter dtype). The state is
@@ -95,16 +94,3 @@ class OptaxOptimizer(OptimizerDef):
         lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)), params,
         updates)
     return new_params, OptimizerState(state.step + 1, new_opt_state)
-
-  def state_dict(self, target, state):
-    return {'target': serialization.to_state_dict(target),
-            'state': {'step': state.step,
-                      'param_states': tree_to_state_dict(state.param_states)}}
-
-  def restore_state(self, opt_target, opt_state, state_dict):
-    target = serialization.from_state_dict(opt_target, state_dict['target'])
-    sd = state_dict['state']
-    state = OptimizerState(
-        sd['step'], tree_from_state_dict(opt_state.param_states,
-                                         sd['param_states']))
-    return target, state

@@ -10,9 +10,11 @@ from typing import Any, Dict
 
 import jax
 
-from flaxish.optim.base import path_str
+from flaxish import serialization
+from flaxish.optim.base import OptimizerDef, OptimizerState, path_str
 
-__all__ = ['tree_to_state_dict', 'tree_from_state_dict']
+__all__ = ['tree_to_state_dict', 'tree_from_state_dict',
+           'TreeStateOptimizerDef']
 
 
 def _key_parts(keypath):
@@ -50,3 +52,21 @@ def tree_from_state_dict(target: Any, state: Any) -> Any:
       node = node[part]
     new_leaves.append(node)
   return treedef.unflatten(new_leaves)
+
+
+class TreeStateOptimizerDef(OptimizerDef):
+  """An OptimizerDef whose per-parameter state is one foreign pytree (an
+  optax or example_libraries state): it serializes by key path."""
+
+  def state_dict(self, target, state):
+    return {'target': serialization.to_state_dict(target),
+            'state': {'step': state.step,
+                      'param_states': tree_to_state_dict(state.param_states)}}
+
+  def restore_state(self, opt_target, opt_state, state_dict):
+    target = serialization.from_state_dict(opt_target, state_dict['target'])
+    sd = state_dict['state']
+    state = OptimizerState(
+        sd['step'], tree_from_state_dict(opt_state.param_states,
+                                         sd['param_states']))
+    return target, state
