@@ -13,8 +13,8 @@ exactly once and every process runs the same number of evaluation steps.
   deviation. Evaluation: the central `image_size / (image_size + 32)` of the
   shorter side, resized. The data must already be prepared in the tfds data
   directory (ImageNet needs a manual download): when it is not, this fails
-  at once instead of starting a download. Each process reads its own
-  `tfds.even_splits` part of each split.
+  at once instead of starting a download. Each process reads its own part
+  of each split (`distributed.process_split`).
 - `fake`: random images of the real shape, with ImageNet's split sizes, for
   throughput runs without data (one fixed batch, so the input costs
   nothing).
@@ -30,6 +30,8 @@ from typing import Callable, Dict, Iterator, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from flaxish import distributed
 
 Batch = Dict[str, np.ndarray]
 
@@ -169,7 +171,10 @@ def create_split(builder, split: str, batch_size: int, train: bool,
   """
   tf, preprocess_for_train, preprocess_for_eval = _tf_preprocessing()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  split = tfds.even_splits(split, n=jax.process_count())[jax.process_index()]
+  # Training: equal parts, so that every process runs the same steps;
+  # evaluation: every example, the padded batches are masked.
+  split = distributed.process_split(split, drop_remainder=train,
+                                    even_splits=tfds.even_splits)
   ds = builder.as_dataset(split=split,
                           decoders={'image': tfds.decode.SkipDecoding()})
   options = tf.data.Options()
@@ -315,8 +320,8 @@ def load_mnist5k(global_batch_size: int, seed: int = 0,
   train, test = load_mnist5k_arrays(seed, num_train, num_test)
   mean = train['image'].mean()
   std = train['image'].std()
-  batch_size = global_batch_size // jax.process_count()
-  first = jax.process_index() * batch_size  # this process's slice
+  rows = distributed.process_slice(global_batch_size)  # this process's part
+  batch_size = rows.stop - rows.start
   steps_per_epoch = num_train // global_batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {global_batch_size} is larger than the '
@@ -328,7 +333,7 @@ def load_mnist5k(global_batch_size: int, seed: int = 0,
       epoch, i = divmod(step, steps_per_epoch)
       order = np.random.default_rng([seed, epoch]).permutation(num_train)
       index = order[i * global_batch_size:(i + 1) * global_batch_size]
-      index = index[first:first + batch_size]
+      index = index[rows]
       rng = np.random.default_rng([seed, step, jax.process_index()])
       images = _random_shift(train['image'][index], rng)
       yield {'image': (images - mean) / std, 'label': train['label'][index]}
@@ -340,7 +345,7 @@ def load_mnist5k(global_batch_size: int, seed: int = 0,
     def local_batches():
       for start in range(0, num_test, global_batch_size):
         index = np.arange(start, min(start + global_batch_size, num_test))
-        index = index[first:first + batch_size]
+        index = index[rows]
         yield {'image': (test['image'][index] - mean) / std,
                'label': test['label'][index]}
     return pad_eval_batches(local_batches(), batch_size, num_eval_batches)

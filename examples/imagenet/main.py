@@ -6,8 +6,11 @@ devices of all processes. Every hyper-parameter is a flag; defaults are the
     python examples/imagenet/main.py --dataset=mnist5k --model=ResNet18 \\
         --batch_size=128 --num_epochs=8 --warmup_epochs=1 --workdir=/tmp/rn18
 
-On several hosts, start the same command on every host with
-`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
+It trains on all devices, with `jax.pmap` (`--parallel=pmap`, the default)
+or `jax.jit` over a device `Mesh` (`--parallel=jit`). On several hosts, start
+the same command on every host with `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I` (or the FLAXISH_* variables, or under
+Slurm and the like nothing: see docs/distributed.md).
 """
 import os
 import sys
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from examples.imagenet import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from examples.imagenet import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from examples.imagenet import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from flaxish import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('dataset', 'imagenet2012', input_pipeline.DATASETS,
@@ -66,17 +70,26 @@ flags.DEFINE_integer('checkpoint_every_epochs', 10, 'Save a checkpoint '
 flags.DEFINE_integer('keep_checkpoints', 3, 'Keep the newest this many '
                      'checkpoints.')
 flags.DEFINE_integer('seed', 0, 'Seed of the init and the data order.')
+flags.DEFINE_enum('parallel', 'pmap', ['pmap', 'jit'], 'Data parallelism '
+                  'over all devices of all processes: pmap (the train state '
+                  'replicated per device, BatchNorm per device unless '
+                  '--cross_replica_bn) or jit (the state replicated over a '
+                  'Mesh, each batch split over it; BatchNorm over the whole '
+                  'batch).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: '
-                    'HOST:PORT of process 0 (for jax.distributed).')
-flags.DEFINE_integer('num_processes', 1, 'Multi-process runs: how many.')
-flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this one\'s id.')
+                    'HOST:PORT of process 0 (or FLAXISH_COORDINATOR_ADDRESS).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many '
+                     '(or FLAXISH_NUM_PROCESSES; Slurm etc. are detected).')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this one\'s '
+                     'id, 0 to num_processes - 1 (or FLAXISH_PROCESS_ID).')
 
 
 def main(argv):
   del argv
-  if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address,
-                               FLAGS.num_processes, FLAGS.process_id)
+  # Joins the other processes (nothing to do for one); then jax.devices()
+  # lists the devices of every process.
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id)
   dtype = train.half_precision_dtype() if FLAGS.half_precision else 'float32'
   data = input_pipeline.get_dataset(
       FLAGS.dataset, FLAGS.batch_size, image_size=FLAGS.image_size,
@@ -85,7 +98,8 @@ def main(argv):
   print(f'{FLAGS.dataset}: {data.num_train_examples} training and '
         f'{data.num_eval_examples} evaluation images of '
         f'{data.image_size}x{data.image_size}; {FLAGS.model} in {dtype} on '
-        f'{jax.device_count()} device(s), {jax.process_count()} process(es)',
+        f'{jax.device_count()} device(s), {jax.process_count()} process(es), '
+        f'--parallel={FLAGS.parallel}',
         flush=True)
   result = train.train_and_evaluate(
       data, workdir=FLAGS.workdir, model_name=FLAGS.model,
@@ -97,7 +111,8 @@ def main(argv):
       cross_replica_bn=FLAGS.cross_replica_bn,
       log_every_steps=FLAGS.log_every_steps,
       checkpoint_every_epochs=FLAGS.checkpoint_every_epochs,
-      keep_checkpoints=FLAGS.keep_checkpoints, seed=FLAGS.seed)
+      keep_checkpoints=FLAGS.keep_checkpoints, seed=FLAGS.seed,
+      parallel=FLAGS.parallel)
   if result['eval'] is None:
     print(f'Nothing to do: {FLAGS.workdir} already holds step '
           f'{int(result["state"].step)}.')

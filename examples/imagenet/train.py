@@ -1,14 +1,24 @@
 """ResNet on ImageNet: the 2020 flax example on flaxish.
 
-Data-parallel training with `jax.pmap` over all local devices (and all
-processes): the train state is replicated on every device, each device
-takes its share of the batch, gradients are averaged with `lax.pmean`.
-BatchNorm normalizes each device's batch with its own statistics (or, with
-`cross_replica_bn`, the statistics of the whole batch); the running
-averages are averaged over the devices before every evaluation and
-checkpoint. Nesterov momentum, learning rate 0.1 per 256 images with a
-linear warmup and a cosine decay, L2 weight decay on the kernels, optional
-bfloat16 / float16 compute.
+Data-parallel training over all devices of all processes, in one of two
+styles:
+
+- `parallel='pmap'` (the 2020 example): the train state is replicated on
+  every local device, each device takes its share of the batch under
+  `jax.pmap(axis_name='batch')`, gradients are averaged with `lax.pmean`.
+  BatchNorm normalizes each device's batch with its own statistics (or,
+  with `cross_replica_bn`, the statistics of the whole batch); the running
+  averages are averaged over the devices before every evaluation and
+  checkpoint.
+- `parallel='jit'`: one copy of the train state on every device of a
+  data-parallel `Mesh`, each batch one global array split over it, and the
+  same `train_step` (without the `'batch'` axis) under `jax.jit`; XLA adds
+  the all-reduce. BatchNorm then normalizes with the statistics of the
+  whole global batch, as `cross_replica_bn` does under pmap.
+
+Nesterov momentum, learning rate 0.1 per 256 images with a linear warmup and
+a cosine decay, L2 weight decay on the kernels, optional bfloat16 / float16
+compute.
 
 The functions below are meant to be read top to bottom and forked:
 `create_model`, `create_train_state`, `train_step`, `eval_step`,
@@ -25,6 +35,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxish import distributed
 from flaxish import jax_utils
 from flaxish import nn
 from flaxish import optim
@@ -98,22 +109,27 @@ def create_learning_rate_fn(base_learning_rate: float, steps_per_epoch: int,
   return learning_rate_fn
 
 
-def compute_metrics(log_probs, labels, weights):
+def compute_metrics(log_probs, labels, weights, axis_name='batch'):
   """Sums over the whole batch (all devices) of the loss, the correct
-  predictions and the weights; divide by 'count' for means."""
+  predictions and the weights; divide by 'count' for means. Under pmap the
+  devices' sums are added over `axis_name`; under jit (`axis_name=None`)
+  the batch is already the whole batch."""
   onehot = common_utils.onehot(labels, log_probs.shape[-1])
   losses = -jnp.sum(onehot * log_probs, axis=-1)
   correct = jnp.argmax(log_probs, axis=-1) == labels
   metrics = {'loss': jnp.sum(losses * weights),
              'accuracy': jnp.sum(correct * weights),
              'count': jnp.sum(weights)}
-  return lax.psum(metrics, axis_name='batch')
+  if axis_name is None:
+    return metrics
+  return lax.psum(metrics, axis_name=axis_name)
 
 
 def train_step(state: TrainState, batch, learning_rate_fn: Callable,
-               weight_decay: float):
-  """One step on this device's part of the batch, under
-  `jax.pmap(..., axis_name='batch')`."""
+               weight_decay: float, axis_name: Optional[str] = 'batch'):
+  """One step: on this device's part of the batch under
+  `jax.pmap(..., axis_name='batch')`, or on the whole (global) batch under
+  `jax.jit` with `axis_name=None`."""
   def loss_fn(model):
     with nn.stateful(state.model_state) as new_model_state:
       log_probs = model(batch['image'])
@@ -128,12 +144,13 @@ def train_step(state: TrainState, batch, learning_rate_fn: Callable,
   dynamic_scale = state.dynamic_scale
   if dynamic_scale is not None:
     grad_fn = dynamic_scale.value_and_grad(loss_fn, has_aux=True,
-                                           axis_name='batch')
+                                           axis_name=axis_name)
     dynamic_scale, is_finite, (_, aux), grad = grad_fn(state.optimizer.target)
   else:
     (_, aux), grad = jax.value_and_grad(loss_fn, has_aux=True)(
         state.optimizer.target)
-    grad = lax.pmean(grad, axis_name='batch')
+    if axis_name is not None:
+      grad = lax.pmean(grad, axis_name=axis_name)
   new_model_state, log_probs = aux
   new_optimizer = state.optimizer.apply_gradient(grad,
                                                  learning_rate=learning_rate)
@@ -148,16 +165,17 @@ def train_step(state: TrainState, batch, learning_rate_fn: Callable,
                             model_state=new_model_state,
                             dynamic_scale=dynamic_scale)
   metrics = compute_metrics(log_probs, batch['label'],
-                            jnp.ones_like(batch['label'], jnp.float32))
+                            jnp.ones_like(batch['label'], jnp.float32),
+                            axis_name)
   metrics['learning_rate'] = learning_rate
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch):
+def eval_step(state: TrainState, batch, axis_name: Optional[str] = 'batch'):
   """Metric sums on one batch, with the running BatchNorm statistics."""
   with nn.stateful(state.model_state, mutable=False):
     log_probs = state.optimizer.target(batch['image'], train=False)
-  return compute_metrics(log_probs, batch['label'], batch['mask'])
+  return compute_metrics(log_probs, batch['label'], batch['mask'], axis_name)
 
 
 def replicate(state: TrainState) -> TrainState:
@@ -176,27 +194,34 @@ def sync_batch_stats(state: TrainState) -> TrainState:
   return state.replace(model_state=_cross_replica_mean(state.model_state))
 
 
+def first(x) -> float:
+  """A metric as a float: under pmap it has one (equal) copy per device."""
+  return float(np.asarray(x).reshape(-1)[0])
+
+
 def summarize(metric_sums) -> Dict[str, float]:
-  """Means from a list of (replicated) `compute_metrics` outputs."""
-  totals = common_utils.get_metrics(metric_sums)
-  count = float(np.sum(totals['count']))
-  return {'loss': float(np.sum(totals['loss'])) / count,
-          'accuracy': float(np.sum(totals['accuracy'])) / count}
+  """Means from a list of `compute_metrics` outputs."""
+  totals = {k: sum(first(m[k]) for m in jax.device_get(metric_sums))
+            for k in ('loss', 'accuracy', 'count')}
+  return {'loss': totals['loss'] / totals['count'],
+          'accuracy': totals['accuracy'] / totals['count']}
 
 
-def evaluate(p_eval_step, state: TrainState, batches) -> Dict[str, float]:
-  """Loss and accuracy of a replicated state over an iterator of batches."""
+def evaluate(p_eval_step, state: TrainState, batches,
+             shard: Callable = common_utils.shard) -> Dict[str, float]:
+  """Loss and accuracy of a replicated state over an iterator of this
+  process's batches, each placed on the devices with `shard`."""
   sums = []
   for i, batch in enumerate(batches):
-    sums.append(p_eval_step(state, common_utils.shard(batch)))
+    sums.append(p_eval_step(state, shard(batch)))
     if i % 16 == 15:
       jax.block_until_ready(sums[-1])
   return summarize(sums)
 
 
 def save_checkpoint(workdir: str, state: TrainState, keep: int) -> None:
-  """Saves the first replica (process 0 writes; all processes call it)."""
-  state = jax_utils.unreplicate(state)
+  """Saves one copy of the state (process 0 writes; all processes call
+  it)."""
   checkpoints.save_checkpoint(workdir, state, int(state.step), keep=keep,
                               overwrite=True)
 
@@ -210,9 +235,14 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
                        log_every_steps: int = 100,
                        checkpoint_every_epochs: int = 10,
                        keep_checkpoints: int = 3,
-                       seed: int = 0) -> Dict[str, Any]:
+                       seed: int = 0,
+                       parallel: str = 'pmap') -> Dict[str, Any]:
   """Trains on `data` (an `input_pipeline.Dataset`), evaluating after every
   epoch; resumes from the last checkpoint in `workdir`, if any.
+
+  `parallel` is 'pmap' or 'jit' (see the module docstring); `batch_size` is
+  the global batch over all devices of all processes. Every process calls
+  this with the same arguments.
 
   Writes to `workdir` (process 0): checkpoints (every
   `checkpoint_every_epochs` epochs and at the end, the newest
@@ -220,10 +250,13 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
   `tensorboard/`, `curves.png`.
 
   Returns:
-    {'state': the final TrainState (one copy), 'train': the last logged
+    {'state': the final TrainState (one copy; under jit, replicated on the
+     mesh), 'train': the last logged
      training metrics, 'eval': the last evaluation metrics, 'steps_run',
      'steps_per_second' (after the first log interval, which compiles)}.
   """
+  if parallel not in ('pmap', 'jit'):
+    raise ValueError(f"parallel must be 'pmap' or 'jit', got {parallel!r}")
   steps_per_epoch = data.num_train_examples // batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {batch_size} is larger than the training '
@@ -234,9 +267,11 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
       learning_rate * batch_size / 256., steps_per_epoch, num_epochs,
       warmup_epochs)
 
+  # Under jit, BatchNorm sees the whole global batch: no 'batch' axis.
   state = create_train_state(jax.random.PRNGKey(seed), model_name,
                              data.num_classes, data.image_size, momentum,
-                             nesterov, dtype, cross_replica_bn)
+                             nesterov, dtype,
+                             cross_replica_bn and parallel == 'pmap')
   if workdir:
     state = checkpoints.restore_checkpoint(workdir, state)
   start_step = int(state.step)
@@ -246,15 +281,31 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
     return result
   if start_step:
     print(f'Resuming from {workdir} at step {start_step}', flush=True)
-  state = replicate(state)
 
-  p_train_step = jax.pmap(
-      functools.partial(train_step, learning_rate_fn=learning_rate_fn,
-                        weight_decay=weight_decay),
-      axis_name='batch', donate_argnums=(0,))
-  p_eval_step = jax.pmap(eval_step, axis_name='batch')
-  train_iter = jax_utils.prefetch_to_device(
-      map(common_utils.shard, data.train_batches(start_step)), 2)
+  step_fn = functools.partial(train_step, learning_rate_fn=learning_rate_fn,
+                              weight_decay=weight_decay)
+  if parallel == 'pmap':  # one copy per local device
+    state = replicate(state)
+    p_train_step = jax.pmap(step_fn, axis_name='batch', donate_argnums=(0,))
+    p_eval_step = jax.pmap(eval_step, axis_name='batch')
+    shard = common_utils.shard  # [local devices, batch / devices, ...]
+    one_copy = jax_utils.unreplicate
+    train_iter = jax_utils.prefetch_to_device(
+        map(shard, data.train_batches(start_step)), 2)
+  else:  # jit: one copy on every device of every process
+    mesh = distributed.data_parallel_mesh()
+    replicated = distributed.replicated_sharding(mesh)
+    batch_sharding = distributed.batch_sharding(mesh)
+    state = distributed.replicate_on_mesh(state, mesh)
+    p_train_step = jax.jit(functools.partial(step_fn, axis_name=None),
+                           in_shardings=(replicated, batch_sharding),
+                           out_shardings=replicated, donate_argnums=(0,))
+    p_eval_step = jax.jit(functools.partial(eval_step, axis_name=None),
+                          in_shardings=(replicated, batch_sharding),
+                          out_shardings=replicated)
+    shard = functools.partial(distributed.global_batch, mesh=mesh)
+    one_copy = lambda state: state
+    train_iter = map(shard, data.train_batches(start_step))
 
   writing = workdir and jax.process_index() == 0
   if writing:
@@ -281,14 +332,14 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
     # Waiting for the previous step's loss keeps one step queued behind the
     # running one, and stops pmap collectives piling up (that deadlocks).
     if previous is not None:
-      bar.update(loss=previous['loss'][0] / previous['count'][0])
+      bar.update(loss=first(previous['loss']) / first(previous['count']))
     previous = metrics
     window_steps += 1
 
     done = step + 1
     if done % log_every_steps == 0 or done == num_steps:
       train_metrics = summarize(train_sums)
-      train_metrics['learning_rate'] = float(metrics['learning_rate'][0])
+      train_metrics['learning_rate'] = first(metrics['learning_rate'])
       rate = window_steps / (time.perf_counter() - window_start)
       rates.append(rate)
       train_metrics['steps_per_second'] = rate
@@ -297,15 +348,16 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
       train_sums, window_start, window_steps = [], time.perf_counter(), 0
 
     if done % steps_per_epoch == 0 or done == num_steps:
-      bar.update(loss=previous['loss'][0] / previous['count'][0])
+      bar.update(loss=first(previous['loss']) / first(previous['count']))
       bar.close()
       bar, previous = None, None
       pause_start = time.perf_counter()  # steps/s leaves evaluation out
-      state = sync_batch_stats(state)
+      if parallel == 'pmap':
+        state = sync_batch_stats(state)
       eval_batches = data.eval_batches()
       if steps_per_eval > 0:
         eval_batches = itertools.islice(eval_batches, steps_per_eval)
-      eval_metrics = evaluate(p_eval_step, state, eval_batches)
+      eval_metrics = evaluate(p_eval_step, state, eval_batches, shard)
       log(done, 'eval', eval_metrics)
       result['eval'] = eval_metrics
       print(f'epoch {done / steps_per_epoch:.2f} (step {done}): eval loss '
@@ -315,7 +367,7 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
       if workdir and (done == num_steps or (
           done % steps_per_epoch == 0 and
           epochs_done % checkpoint_every_epochs == 0)):
-        save_checkpoint(workdir, state, keep_checkpoints)
+        save_checkpoint(workdir, one_copy(state), keep_checkpoints)
       window_start += time.perf_counter() - pause_start
     result['steps_run'] += 1
 
@@ -327,5 +379,5 @@ def train_and_evaluate(data, *, workdir: Optional[str], model_name: str,
   if rates:
     result['steps_per_second'] = (float(np.median(rates[1:])) if len(rates) > 1
                                   else rates[0])
-  result['state'] = jax_utils.unreplicate(state)
+  result['state'] = one_copy(state)
   return result

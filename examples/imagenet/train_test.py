@@ -241,6 +241,42 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_resnet, digits):
   assert steps == [3, 4, 4]  # train 3, train 4, eval 4
 
 
+def test_jit_and_pmap_train_like_one_device(tiny_resnet, digits):
+  # Two steps on the global batches of 16 digits: on one device with the
+  # plain train step (no 'batch' axis, BatchNorm over the whole batch), and
+  # on 8 devices with pmap (cross-replica BatchNorm: statistics of the whole
+  # batch too) and with jit over a mesh.
+  hparams = dict(tiny_resnet, warmup_epochs=0.)  # lr > 0 from step 0
+  learning_rate_fn = train.create_learning_rate_fn(0.1 * 16 / 256, 2, 1, 0.)
+  step = jax.jit(functools.partial(
+      train.train_step, learning_rate_fn=learning_rate_fn,
+      weight_decay=hparams['weight_decay'], axis_name=None))
+  state = train.create_train_state(jax.random.PRNGKey(0), 'TinyResNet', 10,
+                                   32, 0.9, True)
+  batches = digits.train_batches(0)
+  for _ in range(2):
+    state, metrics = step(state, next(batches))
+    float(metrics['loss'])
+  eval_step = jax.jit(functools.partial(train.eval_step, axis_name=None))
+  expected_eval = train.summarize([eval_step(state, batch)
+                                   for batch in digits.eval_batches()])
+  assert int(state.step) == 2
+
+  for parallel in ('pmap', 'jit'):
+    result = train.train_and_evaluate(
+        digits, workdir=None, batch_size=16, num_epochs=1,
+        cross_replica_bn=True, parallel=parallel, **hparams)
+    trained = result['state']
+    if parallel == 'jit':  # one copy on each of the 8 devices of the mesh
+      assert len(trained.step.sharding.device_set) == 8
+    # Parameters, momentum, BatchNorm statistics and step.
+    for a, b in zip(jax.tree_util.tree_leaves(trained),
+                    jax.tree_util.tree_leaves(state), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5,
+                                 err_msg=parallel)
+    assert result['eval'] == pytest.approx(expected_eval, rel=1e-4)
+
+
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
 def test_half_precision_run(tiny_resnet, digits, dtype):
   result = train.train_and_evaluate(

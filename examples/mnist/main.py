@@ -2,12 +2,27 @@
 2020 example's.
 
     python examples/mnist/main.py --dataset=mnist5k --workdir=/tmp/mnist
+
+It trains data-parallel on all devices (`--parallel=jit`, the default, or
+`--parallel=pmap`). On several processes (hosts), start it once per process
+with the same flags but `--process_id`; `--batch_size` is the global batch:
+
+    python examples/mnist/main.py --coordinator_address=HOST0:1234 \
+      --num_processes=2 --process_id=0 --workdir=/shared/mnist  # on HOST0
+    python examples/mnist/main.py --coordinator_address=HOST0:1234 \
+      --num_processes=2 --process_id=1 --workdir=/shared/mnist  # on HOST1
+
+Instead of the three flags: FLAXISH_COORDINATOR_ADDRESS,
+FLAXISH_NUM_PROCESSES and FLAXISH_PROCESS_ID, or a launcher such as Slurm
+(see docs/distributed.md).
 """
 import os
 import sys
 
 from absl import app
 from absl import flags
+
+from flaxish import distributed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -25,13 +40,29 @@ flags.DEFINE_string('workdir', None, 'Checkpoints, metrics.jsonl, '
                     'resumes from its last checkpoint.')
 flags.DEFINE_float('learning_rate', 0.1, 'Momentum learning rate.')
 flags.DEFINE_float('momentum', 0.9, 'Momentum beta.')
-flags.DEFINE_integer('batch_size', 128, 'Batch size.')
+flags.DEFINE_integer('batch_size', 128, 'Global batch size (all devices of '
+                     'all processes); a multiple of the number of devices.')
 flags.DEFINE_integer('num_epochs', 10, 'Number of epochs.')
 flags.DEFINE_integer('seed', 0, 'Seed of the init, shuffling and split.')
+flags.DEFINE_enum('parallel', 'jit', ['jit', 'pmap'], 'Data parallelism over '
+                  'all devices of all processes: jit (the optimizer '
+                  'replicated over a Mesh, each batch split over it) or pmap '
+                  '(optimizer.replicate()). On one device, either is plain '
+                  'single-device training.')
+flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: '
+                    'HOST:PORT of process 0 (or FLAXISH_COORDINATOR_ADDRESS).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many '
+                     '(or FLAXISH_NUM_PROCESSES; Slurm etc. are detected).')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this one\'s '
+                     'id, 0 to num_processes - 1 (or FLAXISH_PROCESS_ID).')
 
 
 def main(argv):
   del argv
+  # Joins the other processes (nothing to do for one); then jax.devices()
+  # lists the devices of every process.
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id)
   train_ds, test_ds = input_pipeline.get_datasets(FLAGS.dataset, FLAGS.seed,
                                                   FLAGS.tfds_data_dir)
   print(f'{FLAGS.dataset}: {len(train_ds["label"])} training and '
@@ -39,7 +70,8 @@ def main(argv):
   result = train.train(train_ds, test_ds, workdir=FLAGS.workdir,
                        learning_rate=FLAGS.learning_rate,
                        momentum=FLAGS.momentum, batch_size=FLAGS.batch_size,
-                       num_epochs=FLAGS.num_epochs, seed=FLAGS.seed)
+                       num_epochs=FLAGS.num_epochs, seed=FLAGS.seed,
+                       parallel=FLAGS.parallel)
   if result['test'] is None:
     print(f'Nothing to do: {FLAGS.workdir} already holds epoch '
           f'{FLAGS.num_epochs}.')

@@ -1,8 +1,12 @@
 """MNIST classifier: the 2020 flax example on flaxish.
 
-A CNN trained with Momentum SGD. The functions below are meant to be read top
-to bottom and forked: `create_model`, `create_optimizer`, `train_step`,
-`eval_step`, `train_epoch`, `eval_model`, `train`.
+A CNN trained with Momentum SGD, data-parallel over every device of every
+process: `parallel='jit'` replicates the optimizer over a `Mesh` and splits
+each global batch over it; `parallel='pmap'` is the 2020 way,
+`optimizer.replicate()` and `jax.pmap`. On one device both are plain
+single-device training. The functions below are meant to be read top to
+bottom and forked: `create_model`, `create_optimizer`, `train_step`,
+`p_train_step`, `eval_step`, `train_epoch`, `eval_model`, `train`.
 """
 import functools
 import os
@@ -13,10 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxish import distributed
+from flaxish import jax_utils
 from flaxish import nn
 from flaxish import optim
 from flaxish.metrics import JsonlWriter, SummaryWriter, plot_curves
 from flaxish.training import checkpoints
+from flaxish.training import common_utils
 from flaxish.training.progress import ProgressBar
 
 
@@ -80,25 +87,46 @@ def train_step(optimizer, batch):
   return optimizer, metrics
 
 
+@functools.partial(jax.pmap, axis_name='batch', donate_argnums=(0,))
+def p_train_step(optimizer, batch):
+  """`train_step` on each device's part of the batch `[devices, b, ...]`,
+  for a `replicate()`d optimizer: its `apply_gradient` averages the
+  gradients over all devices of all processes; the metrics are averaged
+  too."""
+  optimizer, metrics = train_step(optimizer, batch)
+  return optimizer, jax.lax.pmean(metrics, axis_name='batch')
+
+
 @jax.jit
 def eval_step(model, batch):
   logits = model(batch['image'])
   return compute_metrics(logits, batch['label'])
 
 
-def train_epoch(optimizer, train_ds, batch_size, epoch, rng):
+def train_epoch(optimizer, train_ds, batch_size, epoch, rng, mesh=None):
   """One pass over the shuffled training set (the last partial batch is
-  dropped). Returns the optimizer and the epoch's mean metrics."""
+  dropped). Returns the optimizer and the epoch's mean metrics.
+
+  `batch_size` is global. Every process draws the same batches and feeds
+  only its own rows of each: to `p_train_step` if the optimizer is
+  `replicate()`d (pmap), else as a global batch split over `mesh` (jit).
+  """
   train_ds_size = len(train_ds['image'])
   steps_per_epoch = train_ds_size // batch_size
   perms = jax.random.permutation(rng, train_ds_size)
   perms = np.asarray(perms[:steps_per_epoch * batch_size])
   perms = perms.reshape((steps_per_epoch, batch_size))
+  rows = distributed.process_slice(batch_size)  # this process's rows
   batch_metrics = []
   bar = ProgressBar(steps_per_epoch, desc=f'epoch {epoch}')
   for perm in perms:
-    batch = {k: v[perm] for k, v in train_ds.items()}
-    optimizer, metrics = train_step(optimizer, batch)
+    batch = {k: v[perm[rows]] for k, v in train_ds.items()}
+    if optimizer.is_replicated():
+      optimizer, metrics = p_train_step(optimizer, common_utils.shard(batch))
+      metrics = jax_utils.unreplicate(metrics)  # the same on every device
+    else:
+      optimizer, metrics = train_step(
+          optimizer, distributed.global_batch(batch, mesh))
     batch_metrics.append(metrics)
     bar.update(loss=metrics['loss'])  # waits for the step: honest steps/s
   bar.close()
@@ -106,6 +134,14 @@ def train_epoch(optimizer, train_ds, batch_size, epoch, rng):
   epoch_metrics = {k: float(np.mean([m[k] for m in batch_metrics]))
                    for k in batch_metrics[0]}
   return optimizer, epoch_metrics
+
+
+def one_copy(optimizer):
+  """The optimizer on a single device: the first copy of a `replicate()`d
+  one, or this process's first copy of one replicated over a mesh."""
+  if optimizer.is_replicated():
+    return optimizer.unreplicate()
+  return jax.tree_util.tree_map(lambda x: x.addressable_data(0), optimizer)
 
 
 def eval_model(model, test_ds, batch_size=1000):
@@ -122,10 +158,18 @@ def eval_model(model, test_ds, batch_size=1000):
 
 def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
           workdir: Optional[str], learning_rate: float, momentum: float,
-          batch_size: int, num_epochs: int, seed: int) -> Dict[str, Any]:
+          batch_size: int, num_epochs: int, seed: int,
+          parallel: str = 'jit') -> Dict[str, Any]:
   """Trains, evaluating every epoch; resumes from `workdir` if it holds a
   checkpoint. Writes to `workdir` (when given): a checkpoint per epoch,
   `metrics.jsonl`, TensorBoard events under `tensorboard/`, `curves.png`.
+
+  Data-parallel over `jax.devices()`, the devices of every process after
+  `distributed.initialize()`: `parallel` is 'jit' (the optimizer replicated
+  over a `Mesh`, each batch split over it) or 'pmap' (`optimizer.replicate()`
+  and `p_train_step`). `batch_size` is the global batch, a multiple of
+  `jax.device_count()`. Every process calls `train` with the same arguments;
+  process 0 writes to `workdir`, and every process resumes from it.
 
   Returns:
     {'optimizer', 'train': last train metrics, 'test': last test metrics,
@@ -139,6 +183,9 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {batch_size} is larger than the training '
                      f'set ({len(train_ds["image"])} examples)')
+  if batch_size % jax.device_count():
+    raise ValueError(f'batch_size {batch_size} must be a multiple of the '
+                     f'number of devices ({jax.device_count()})')
   first_epoch = 1
   jsonl = summary_writer = None
   if workdir:
@@ -147,8 +194,18 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
     first_epoch = int(optimizer.state.step) // steps_per_epoch + 1
     if first_epoch > 1:
       print(f'Resuming from {workdir} after epoch {first_epoch - 1}')
+  writing = workdir and jax.process_index() == 0
+  if writing:
     jsonl = JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))
     summary_writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  mesh = None
+  if parallel == 'jit':  # one copy on every device of every process
+    mesh = distributed.data_parallel_mesh()
+    optimizer = distributed.replicate_on_mesh(optimizer, mesh)
+  elif parallel == 'pmap':  # one copy per local device
+    optimizer = optimizer.replicate()
+  else:
+    raise ValueError(f"parallel must be 'jit' or 'pmap', got {parallel!r}")
 
   result = {'train': None, 'test': None, 'epochs_run': 0,
             'seconds_per_epoch': None}
@@ -156,29 +213,33 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
   for epoch in range(first_epoch, num_epochs + 1):
     start = time.perf_counter()
     optimizer, train_metrics = train_epoch(
-        optimizer, train_ds, batch_size, epoch, jax.random.fold_in(rng, epoch))
-    test_metrics = eval_model(optimizer.target, test_ds)
+        optimizer, train_ds, batch_size, epoch, jax.random.fold_in(rng, epoch),
+        mesh)
+    test_metrics = eval_model(one_copy(optimizer).target, test_ds)
     epoch_times.append(time.perf_counter() - start)
     print(f'epoch {epoch}: train loss {train_metrics["loss"]:.4f} '
           f'accuracy {train_metrics["accuracy"] * 100:.2f}%, test loss '
           f'{test_metrics["loss"]:.4f} accuracy '
           f'{test_metrics["accuracy"] * 100:.2f}% '
           f'({epoch_times[-1]:.1f}s)', flush=True)
-    if workdir:
+    if workdir:  # every process calls it; process 0 writes
       checkpoints.save_checkpoint(workdir, optimizer, epoch, keep=2)
+    if writing:
+      step = epoch * steps_per_epoch
       for split, metrics in (('train', train_metrics), ('test', test_metrics)):
-        jsonl.write(epoch, split=split, **metrics)
+        jsonl.write(step, split=split, epoch=epoch, **metrics)
         for name, value in metrics.items():
-          summary_writer.scalar(f'{split}_{name}', value, epoch)
+          summary_writer.scalar(f'{split}_{name}', value, step)
       summary_writer.flush()
     result.update(train=train_metrics, test=test_metrics,
                   epochs_run=result['epochs_run'] + 1)
-  if workdir:
+  if writing:
     jsonl.close()
     summary_writer.close()
     plot_curves(os.path.join(workdir, 'metrics.jsonl'),
                 os.path.join(workdir, 'curves.png'))
   if epoch_times:
     result['seconds_per_epoch'] = float(np.median(epoch_times))
-  result['optimizer'] = optimizer
+  result['optimizer'] = (optimizer.unreplicate() if optimizer.is_replicated()
+                         else optimizer)
   return result

@@ -1,4 +1,5 @@
 """End-to-end tests of the MNIST example: mocked tfds, real offline digits,
+jit and pmap data parallelism on 8 fake CPU devices and on 2 processes,
 resume from a checkpoint, and failing fast without the tfds data."""
 import json
 import os
@@ -10,6 +11,8 @@ import pytest
 
 from examples.mnist import input_pipeline
 from examples.mnist import train
+from flaxish import traverse_util
+from tests.distributed import _launch
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
@@ -62,6 +65,162 @@ def test_two_epochs_on_real_digits_are_clearly_above_chance():
   assert result['test']['accuracy'] > 0.85
 
 
+def _flat(params):
+  return {'/'.join(k): np.asarray(v) for k, v in
+          traverse_util.flatten_dict(jax.device_get(params)).items()}
+
+
+def _assert_params_close(actual, expected, what):
+  assert sorted(actual) == sorted(expected) and len(expected) == 8, what
+  for name, value in expected.items():
+    np.testing.assert_allclose(actual[name], value, rtol=1e-4, atol=1e-6,
+                               err_msg=f'{what}: {name}')
+
+
+def test_jit_and_pmap_train_like_one_device():
+  rng = np.random.RandomState(0)
+  noise = lambda n: {'image': rng.rand(n, 28, 28, 1).astype(np.float32),
+                     'label': rng.randint(0, 10, n).astype(np.int32)}
+  train_ds, test_ds = noise(256), noise(100)
+  assert jax.device_count() == 8
+  with pytest.raises(ValueError, match='multiple of the number of devices'):
+    train.train(train_ds, test_ds, workdir=None, batch_size=60, num_epochs=1,
+                **HPARAMS)
+
+  # The reference: one device, the same 4 global batches of 64 as `train`
+  # draws (permutation of epoch 1), written out by hand.
+  @jax.jit
+  def step(optimizer, images, labels):
+    grad = jax.grad(lambda model: train.cross_entropy_loss(
+        model(images), labels))(optimizer.target)
+    return optimizer.apply_gradient(grad)
+
+  rng_key, init_rng = jax.random.split(jax.random.PRNGKey(HPARAMS['seed']))
+  optimizer = train.create_optimizer(train.create_model(init_rng),
+                                     HPARAMS['learning_rate'],
+                                     HPARAMS['momentum'])
+  perms = jax.random.permutation(jax.random.fold_in(rng_key, 1), 256)
+  for perm in np.asarray(perms).reshape(4, 64):
+    optimizer = step(optimizer, train_ds['image'][perm],
+                     train_ds['label'][perm])
+  expected = _flat(optimizer.target.params)
+
+  for parallel in ('jit', 'pmap'):
+    result = train.train(train_ds, test_ds, workdir=None, batch_size=64,
+                         num_epochs=1, parallel=parallel, **HPARAMS)
+    trained = result['optimizer']
+    assert not trained.is_replicated() and int(trained.state.step) == 4
+    if parallel == 'jit':  # one copy on each of the 8 devices of the mesh
+      kernel = trained.target.params['Dense_3']['kernel']
+      assert kernel.shape == (256, 10)
+      assert len(kernel.sharding.device_set) == 8
+      assert kernel.sharding.is_fully_replicated
+    _assert_params_close(_flat(trained.target.params), expected, parallel)
+
+
+# One of two processes of the next test: runs examples/mnist/main.py's
+# main() with the given flags, twice (the second run restores the first's
+# checkpoint and has nothing left to do). It trains on the first 512
+# training and 200 test digits of the dataset, records what `train.train`
+# returned, and counts the checkpoint files this process wrote.
+_WORKER = '''
+import json
+import os
+import runpy
+import sys
+
+from absl import flags
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+sys.path.insert(0, os.path.join('examples', 'mnist'))
+import input_pipeline  # the modules main.py imports
+import train
+from flaxish import traverse_util
+from flaxish.training import checkpoints
+
+out, argv = sys.argv[1], sys.argv[2:]
+results, writes = [], []
+get_datasets, train_fn = input_pipeline.get_datasets, train.train
+write_fn = checkpoints._write_atomically
+
+def first_examples(*args, **kwargs):
+  train_ds, test_ds = get_datasets(*args, **kwargs)
+  return ({k: v[:512] for k, v in train_ds.items()},
+          {k: v[:200] for k, v in test_ds.items()})
+
+def recording_train(*args, **kwargs):
+  results.append(train_fn(*args, **kwargs))
+  return results[-1]
+
+def counting_write(state, path, *args, **kwargs):
+  writes.append(path)
+  return write_fn(state, path, *args, **kwargs)
+
+input_pipeline.get_datasets = first_examples
+train.train = recording_train
+checkpoints._write_atomically = counting_write
+main = runpy.run_path(os.path.join('examples', 'mnist', 'main.py'))
+flags.FLAGS(['main.py'] + argv)
+main['main']([])
+# As if launched again: once all processes are done (and process 0 wrote).
+multihost_utils.sync_global_devices('the first run ended')
+main['main']([])
+me = jax.process_index()
+params = traverse_util.flatten_dict(
+    jax.device_get(results[0]['optimizer'].target.params))
+np.savez(os.path.join(out, f'params{me}.npz'),
+         **{'/'.join(k): v for k, v in params.items()})
+with open(os.path.join(out, f'process{me}.json'), 'w') as f:
+  json.dump({'process_count': jax.process_count(),
+             'device_count': jax.device_count(),
+             'epochs_run': [r['epochs_run'] for r in results],
+             'steps': [int(r['optimizer'].state.step) for r in results],
+             'writes': [os.path.basename(p) for p in writes]}, f)
+'''
+
+
+def test_main_on_two_processes_trains_like_one(tmp_path):
+  # 2 processes x 4 CPU devices, 4 steps of 128 real digits (mnist5k).
+  worker = tmp_path / 'worker.py'
+  worker.write_text(_WORKER)
+  workdir = tmp_path / 'workdir'
+  flags = ['--dataset=mnist5k', '--batch_size=128', '--num_epochs=1',
+           f'--workdir={workdir}']
+  workers = _launch.run_workers(str(worker), [str(tmp_path)] + flags,
+                                timeout=240)
+  assert [w.returncode for w in workers] == [0, 0], _launch.logs(workers)
+  for w in workers:  # the second run restored epoch 1 on both processes
+    assert 'Nothing to do' in w.stdout, _launch.logs(workers)
+
+  infos, params = [], []
+  for i in range(2):
+    infos.append(json.loads((tmp_path / f'process{i}.json').read_text()))
+    params.append(dict(np.load(tmp_path / f'params{i}.npz')))
+  for info in infos:
+    assert (info['process_count'], info['device_count']) == (2, 8), info
+    assert info['epochs_run'] == [1, 0] and info['steps'] == [4, 4], info
+  # The checkpoint was written once, by process 0, and so were the metrics.
+  assert [info['writes'] for info in infos] == [['checkpoint_1'], []]
+  assert sorted(n for n in os.listdir(workdir)
+                if n.startswith('checkpoint')) == ['checkpoint_1']
+  records = [json.loads(line) for line in
+             (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['split'] for r in records] == ['train', 'test']
+
+  # Both processes hold the same parameters, those of one process (here, 8
+  # devices) training on the same global batches: each fed its own half.
+  for name, value in params[0].items():
+    np.testing.assert_array_equal(value, params[1][name], err_msg=name)
+  train_ds, test_ds = input_pipeline.get_datasets('mnist5k', seed=0)
+  result = train.train({k: v[:512] for k, v in train_ds.items()},
+                       {k: v[:200] for k, v in test_ds.items()},
+                       workdir=None, batch_size=128, num_epochs=1, **HPARAMS)
+  _assert_params_close(params[0], _flat(result['optimizer'].target.params),
+                       'two processes vs one')
+
+
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
   train_ds, test_ds = input_pipeline.get_datasets('mnist5k', seed=0)
   train_ds = {k: v[:256] for k, v in train_ds.items()}
@@ -79,6 +238,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
       straight['optimizer'].target.params, resumed['optimizer'].target.params)
-  epochs = [json.loads(l)['step'] for l in
-            (tmp_path / 'b' / 'metrics.jsonl').read_text().splitlines()]
-  assert epochs == [1, 1, 2, 2]
+  records = [json.loads(l) for l in
+             (tmp_path / 'b' / 'metrics.jsonl').read_text().splitlines()]
+  assert [(r['epoch'], r['step']) for r in records] == [(1, 4), (1, 4),
+                                                        (2, 8), (2, 8)]
