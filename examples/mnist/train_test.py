@@ -134,13 +134,13 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-sys.path.insert(0, os.path.join('examples', 'mnist'))
+example, out, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, example)
 import input_pipeline  # the modules main.py imports
 import train
 from flaxish import traverse_util
 from flaxish.training import checkpoints
 
-out, argv = sys.argv[1], sys.argv[2:]
 results, writes = [], []
 get_datasets, train_fn = input_pipeline.get_datasets, train.train
 write_fn = checkpoints._write_atomically
@@ -161,7 +161,7 @@ def counting_write(state, path, *args, **kwargs):
 input_pipeline.get_datasets = first_examples
 train.train = recording_train
 checkpoints._write_atomically = counting_write
-main = runpy.run_path(os.path.join('examples', 'mnist', 'main.py'))
+main = runpy.run_path(os.path.join(example, 'main.py'))
 flags.FLAGS(['main.py'] + argv)
 main['main']([])
 # As if launched again: once all processes are done (and process 0 wrote).
@@ -188,7 +188,8 @@ def test_main_on_two_processes_trains_like_one(tmp_path):
   workdir = tmp_path / 'workdir'
   flags = ['--dataset=mnist5k', '--batch_size=128', '--num_epochs=1',
            f'--workdir={workdir}']
-  workers = _launch.run_workers(str(worker), [str(tmp_path)] + flags,
+  example = os.path.dirname(os.path.abspath(__file__))
+  workers = _launch.run_workers(str(worker), [example, str(tmp_path)] + flags,
                                 timeout=240)
   assert [w.returncode for w in workers] == [0, 0], _launch.logs(workers)
   for w in workers:  # the second run restored epoch 1 on both processes
