@@ -1,6 +1,6 @@
 """XLA:CPU settings that flaxish turns on by default, before JAX starts.
 
-On CPU, jaxlib 0.10's experimental YNNPACK fusions run the backward
+On CPU, jaxlib 0.10 and 0.11's experimental YNNPACK fusions run the backward
 (gradient) convolutions 2-4x slower than XLA's own Eigen convolutions and
 keep only about one core busy, so a training step of a CNN is 1.2-1.4x
 slower than it needs to be. flaxish therefore takes convolutions out of
@@ -39,8 +39,11 @@ OPT_OUT_ENV = 'FLAXISH_CPU_DEFAULTS'
 _OFF_VALUES = ('0', 'false', 'no', 'off')
 
 # (major, minor) of jaxlib -> the flags measured to help on that version.
+_NO_YNN_CONVOLUTIONS = (
+    '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 FLAGS_BY_JAXLIB = {
-    (0, 10): ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',),
+    (0, 10): _NO_YNN_CONVOLUTIONS,  # measured on 0.10.2
+    (0, 11): _NO_YNN_CONVOLUTIONS,  # measured on 0.11.2
 }
 
 
