@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional
 
 import jax
 
-from flaxish.nn.utils import CallStack, hash_name, is_tracer
+from flaxish.nn import _param_init
+from flaxish.nn.utils import CallStack, is_tracer
 
 module_stack: CallStack['ModuleFrame'] = CallStack()
 
@@ -28,9 +29,12 @@ def eager_if_concrete(rng: Any):
 
 
 def fold_in_name(rng: Any, name: str) -> Any:
-  """The key of a child or parameter: `fold_in(rng, sha1(name)[:4])`."""
-  with eager_if_concrete(rng):
-    return jax.random.fold_in(rng, hash_name(name))
+  """The key of a child or parameter: `fold_in(rng, sha1(name)[:4])`.
+
+  With a concrete `rng` the result is a `LazyKey` (nothing computed yet; see
+  `_param_init`); with a traced one, a traced key.
+  """
+  return _param_init.fold_in_name(rng, name)
 
 
 def check_name(name: Any, where: str) -> str:
@@ -50,7 +54,8 @@ class ModuleFrame:
     name: the module's name (None for an unnamed root).
     parent: the enclosing frame, or None for a root (`init` / `call`).
     params: the module's params dict (filled in init mode, read otherwise).
-    rng: the frame's key while initializing; None in apply mode.
+    rng: the frame's key while initializing (a traced key, or a
+      `_param_init.LazyKey` for a concrete one); None in apply mode.
     reuse: while initializing, given params to use instead of initializers.
   """
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from flaxish import jax_utils
 from flaxish.nn import collection as collection_lib
+from flaxish.nn import _param_init as param_init
 from flaxish.nn import frame as frame_lib
 from flaxish.nn import stochastic as stochastic_lib
 from flaxish.nn.utils import CallStack, classproperty, is_tracer
@@ -147,8 +148,7 @@ class Module:
       frame.root.reused_paths.add(path)
       return value
     key = frame_lib.fold_in_name(frame.rng, name)
-    with frame_lib.eager_if_concrete(key):
-      value = initializer(key, shape)
+    value = param_init.initialize(initializer, key, shape)
     if shape is not None and jnp.shape(value) != tuple(shape):
       raise ValueError(
           f'the initializer of parameter "{path}" returned shape '
@@ -186,9 +186,8 @@ class Module:
       while frame is not None and not frame.is_init:
         frame = frame.parent
       if frame is not None:
-        with frame_lib.eager_if_concrete(frame.rng):
-          frame.rng, key = jax.random.split(frame.rng)
-          value = initializer(key, shape)
+        frame.rng, key = param_init.split(frame.rng)
+        value = param_init.initialize(initializer, key, shape)
         state.value = value
     return state
 

@@ -30,12 +30,20 @@ def _mean_and_var(x: Array, axes: Sequence[int], keepdims: bool):
   return mean, jnp.maximum(mean2 - lax.square(mean), 0.)
 
 
-def _scale_and_shift(module, y: Array, feature_shape, param_shape, scale: bool,
-                     bias: bool, scale_init: Initializer,
-                     bias_init: Initializer, param_dtype: Any) -> Array:
+def _normalize(module, centered: Array, inv_std: Array, feature_shape,
+               param_shape, scale: bool, bias: bool, scale_init: Initializer,
+               bias_init: Initializer, param_dtype: Any) -> Array:
+  """`centered * (inv_std * scale) + bias`, the parameters reshaped to
+  `feature_shape`.
+
+  `scale` is folded into the factor first: for BatchNorm that factor is
+  per-channel, so the full-size activation is multiplied once, not twice.
+  """
   if scale:
     gamma = utils.param(module, 'scale', param_shape, scale_init, param_dtype)
-    y = y * jnp.reshape(gamma, feature_shape).astype(y.dtype)
+    inv_std = inv_std * jnp.reshape(gamma, feature_shape).astype(
+        inv_std.dtype)
+  y = centered * inv_std
   if bias:
     beta = utils.param(module, 'bias', param_shape, bias_init, param_dtype)
     y = y + jnp.reshape(beta, feature_shape).astype(y.dtype)
@@ -134,10 +142,10 @@ class BatchNorm(base.Module):
         ra_mean.value = momentum * ra_mean.value + (1. - momentum) * mean
         ra_var.value = momentum * ra_var.value + (1. - momentum) * var
 
-    y = (x - mean.reshape(feature_shape)) * lax.rsqrt(
-        var.reshape(feature_shape) + epsilon)
-    y = _scale_and_shift(self, y, feature_shape, stats_shape, scale, bias,
-                         scale_init, bias_init, param_dtype)
+    y = _normalize(self, x - mean.reshape(feature_shape),
+                   lax.rsqrt(var.reshape(feature_shape) + epsilon),
+                   feature_shape, stats_shape, scale, bias, scale_init,
+                   bias_init, param_dtype)
     return jnp.asarray(y, dtype)
 
   def _batch_stats(self, x, reduction_axes, axis_name, axis_index_groups):
@@ -185,9 +193,9 @@ class LayerNorm(base.Module):
                        '(..., features), got a scalar')
     features = x.shape[-1]
     mean, var = _mean_and_var(x, (-1,), keepdims=True)
-    y = (x - mean) * lax.rsqrt(var + epsilon)
-    y = _scale_and_shift(self, y, (features,), (features,), scale, bias,
-                         scale_init, bias_init, param_dtype)
+    y = _normalize(self, x - mean, lax.rsqrt(var + epsilon), (features,),
+                   (features,), scale, bias, scale_init, bias_init,
+                   param_dtype)
     return jnp.asarray(y, dtype)
 
 
@@ -252,8 +260,8 @@ class GroupNorm(base.Module):
     grouped = x.reshape(x.shape[:-1] + (num_groups, channels // num_groups))
     axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
     mean, var = _mean_and_var(grouped, axes, keepdims=True)
-    y = ((grouped - mean) * lax.rsqrt(var + epsilon)).reshape(x.shape)
     param_shape = (1,) * (x.ndim - 1) + (channels,)
-    y = _scale_and_shift(self, y, param_shape, param_shape, scale, bias,
-                         scale_init, bias_init, param_dtype)
-    return jnp.asarray(y, dtype)
+    y = _normalize(self, grouped - mean, lax.rsqrt(var + epsilon),
+                   grouped.shape[-2:], param_shape, scale, bias, scale_init,
+                   bias_init, param_dtype)
+    return jnp.asarray(y.reshape(x.shape), dtype)
