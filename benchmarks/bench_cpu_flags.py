@@ -159,9 +159,20 @@ def run(workloads: List[str], configs: List[str], candidates: Dict[str, str],
   return samples
 
 
+def _ratios(by_config, num: str, den: str) -> Dict[str, Any]:
+  """Median and range of the per-round ratios of median step times."""
+  ratios = [statistics.median(a['times']) / statistics.median(b['times'])
+            for a, b in zip(by_config[num], by_config[den])
+            if 'error' not in a and 'error' not in b]
+  if not ratios:
+    return {}
+  return {'ratio': statistics.median(ratios),
+          'ratio_range': [min(ratios), max(ratios)]}
+
+
 def summarize(samples, configs) -> Dict[str, Any]:
-  """Median step time per config; per-round ratios to the first config."""
-  base = configs[0]
+  """Median step time per config, per-round ratios to the first config,
+  and flaxish over PyTorch when both ran."""
   out = {}
   for workload, by_config in samples.items():
     rows = {}
@@ -171,18 +182,12 @@ def summarize(samples, configs) -> Dict[str, Any]:
         rows[config] = {'error': by_config[config][0].get('error')}
         continue
       pooled = [t for s in runs for t in s['times']]
-      row = {'median_ms': 1e3 * statistics.median(pooled),
-             'round_medians_ms': [1e3 * statistics.median(s['times'])
-                                  for s in runs]}
-      base_runs = by_config[base]
-      ratios = [statistics.median(s['times']) /
-                statistics.median(b['times'])
-                for s, b in zip(by_config[config], base_runs)
-                if 'error' not in s and 'error' not in b]
-      if ratios:
-        row['ratio'] = statistics.median(ratios)
-        row['ratio_range'] = [min(ratios), max(ratios)]
-      rows[config] = row
+      rows[config] = {'median_ms': 1e3 * statistics.median(pooled),
+                      'round_medians_ms': [1e3 * statistics.median(s['times'])
+                                           for s in runs],
+                      **_ratios(by_config, config, configs[0])}
+    if 'flaxish' in configs and 'pytorch' in configs:
+      rows['flaxish/pytorch'] = _ratios(by_config, 'flaxish', 'pytorch')
     out[workload] = rows
   return out
 
@@ -200,8 +205,10 @@ def render(summary, configs, meta) -> str:
            f'- flaxish CPU defaults in effect: `{meta["defaults"]}`', '',
            f'Train-step time, median ms (ratio to `{configs[0]}`, median of '
            'the per-round ratios, [range]):', '',
-           '| workload | ' + ' | '.join(f'`{c}`' for c in configs) + ' |',
-           '|---|' + '---|' * len(configs)]
+           '| workload | ' + ' | '.join(f'`{c}`' for c in configs) +
+           (' | `flaxish` / `pytorch` |' if 'flaxish/pytorch' in
+            next(iter(summary.values())) else ' |')]
+  lines.append('|---' * (lines[-1].count('|') - 1) + '|')
   for workload, rows in summary.items():
     cells = []
     for config in configs:
@@ -214,6 +221,10 @@ def render(summary, configs, meta) -> str:
         lo, hi = row['ratio_range']
         cell += f' ({row["ratio"]:.3f} [{lo:.2f}-{hi:.2f}])'
       cells.append(cell)
+    if rows.get('flaxish/pytorch'):
+      r = rows['flaxish/pytorch']
+      lo, hi = r['ratio_range']
+      cells.append(f'{r["ratio"]:.3f} [{lo:.2f}-{hi:.2f}]')
     lines.append(f'| {workload} {SIZES[workload]} | ' + ' | '.join(cells) +
                  ' |')
   return '\n'.join(lines) + '\n'
