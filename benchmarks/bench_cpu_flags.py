@@ -24,7 +24,8 @@ so that a noisy machine slows all configs alike. Each process compiles,
 runs `warmup` untimed steps, then `steps` steps each timed alone until its
 loss is on the host. Figures: the median step over all rounds, and ratios
 to `jax` computed per round (the range is the run-to-run spread).
-Writes `benchmarks/results/cpu_flags.json` and `benchmarks/RESULTS_cpu_flags.md`.
+Writes `benchmarks/results/cpu_flags/timing.json` and
+`benchmarks/RESULTS_cpu_flags.md`.
 """
 import argparse
 import json
@@ -37,7 +38,8 @@ from typing import Any, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags.json')
+# Not in results/ itself: bench.py renders every results/*.json.
+RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags', 'timing.json')
 RESULTS_MD = os.path.join(HERE, 'RESULTS_cpu_flags.md')
 OPT_OUT = 'FLAXISH_CPU_DEFAULTS'
 

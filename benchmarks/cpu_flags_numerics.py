@@ -21,8 +21,9 @@ difference of the loss to the reference's over the first 50 steps and the
 largest absolute difference over all steps, the relative difference of the
 final parameters (2-norm over all of them), and per workload the error of each gradient leaf against
 float64, `|g - g64| / |g64|` (2-norms), the largest over leaves and the
-largest over BatchNorm leaves. Writes `benchmarks/results/cpu_flags_numerics.json`
-and `benchmarks/RESULTS_cpu_flags_numerics.md`.
+largest over BatchNorm leaves. Writes
+`benchmarks/results/cpu_flags/numerics.json` and
+`benchmarks/RESULTS_cpu_flags_numerics.md`.
 """
 import argparse
 import json
@@ -37,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags_numerics.json')
+RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags', 'numerics.json')
 RESULTS_MD = os.path.join(HERE, 'RESULTS_cpu_flags_numerics.md')
 OPT_OUT = 'FLAXISH_CPU_DEFAULTS'
 SIZES = {'mnist_cnn': dict(batch=128),
