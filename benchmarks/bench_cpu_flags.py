@@ -113,13 +113,16 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
   return _jax_worker(spec['workload'], spec['impl'], sizes, warmup, steps)
 
 
-def run_worker(spec, env_changes, timeout=1800) -> Dict[str, Any]:
+def run_worker(spec, env_changes, timeout=1800,
+               module='benchmarks.bench_cpu_flags') -> Dict[str, Any]:
+  """Runs `python -m module --worker SPEC` in a fresh process whose
+  environment is ours without XLA_FLAGS, plus `env_changes`; returns the
+  JSON line it prints last, or `{'error': ...}`."""
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)
   env.update(env_changes)
   env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  cmd = [sys.executable, '-m', 'benchmarks.bench_cpu_flags', '--worker',
-         json.dumps(spec)]
+  cmd = [sys.executable, '-m', module, '--worker', json.dumps(spec)]
   try:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)

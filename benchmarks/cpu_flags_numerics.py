@@ -28,7 +28,6 @@ largest over BatchNorm leaves. Writes
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,11 +35,13 @@ from typing import Any, Dict
 
 import numpy as np
 
+from benchmarks import bench_cpu_flags
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags', 'numerics.json')
 RESULTS_MD = os.path.join(HERE, 'RESULTS_cpu_flags_numerics.md')
-OPT_OUT = 'FLAXISH_CPU_DEFAULTS'
+OPT_OUT = bench_cpu_flags.OPT_OUT
 SIZES = {'mnist_cnn': dict(batch=128),
          'resnet18': dict(batch=32, size=32, width=16)}
 NUM_BATCHES = 4
@@ -152,19 +153,12 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
   return out
 
 
-def _run_worker(spec, env_changes, timeout=3600):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  env.update(env_changes)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  cmd = [sys.executable, '-m', 'benchmarks.cpu_flags_numerics', '--worker',
-         json.dumps(spec)]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout, check=False)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
-  if proc.returncode or not lines:
-    raise RuntimeError(f'{spec["name"]} failed:\n{proc.stderr[-2000:]}')
-  return json.loads(lines[-1])
+def _run_worker(spec, env_changes):
+  out = bench_cpu_flags.run_worker(spec, env_changes, timeout=3600,
+                                   module='benchmarks.cpu_flags_numerics')
+  if 'error' in out:
+    raise RuntimeError(f'{spec["name"]} failed:\n{out["error"]}')
+  return out
 
 
 def _rel(a, b):
