@@ -16,6 +16,9 @@ and the environment of that process:
   (`flaxish/cpu_defaults.py`) in effect;
 - `flaxish`: the flaxish model and optimizer, flaxish's defaults in effect;
 - `pytorch`: the same model in PyTorch eager (`pytorch_workloads.py`);
+- `pytorch-explicit-attention`: the same, with the Transformer's attention
+  written out instead of PyTorch's fused kernel (other workloads: same as
+  `pytorch`);
 - `--candidate NAME=FLAGS`: hand-written JAX with `XLA_FLAGS=FLAGS` (and
   flaxish's defaults off), to try settings.
 
@@ -59,7 +62,7 @@ def _config_env(config: str, candidates: Dict[str, str]) -> Dict[str, str]:
   """The environment changes of `config`'s worker process."""
   if config in candidates:
     return {OPT_OUT: '0', 'XLA_FLAGS': candidates[config]}
-  if config in ('jax', 'pytorch'):
+  if config in ('jax', 'pytorch', 'pytorch-explicit-attention'):
     return {OPT_OUT: '0'}
   return {}
 
@@ -139,6 +142,8 @@ def run_worker(spec, env_changes, timeout=1800,
 def _impl_of(config: str, candidates) -> str:
   if config in candidates or config in ('jax', 'jax+defaults'):
     return 'plain_jax'
+  if config.startswith('pytorch'):
+    return 'pytorch'
   return config
 
 
@@ -150,8 +155,11 @@ def run(workloads: List[str], configs: List[str], candidates: Dict[str, str],
     k = r % len(configs)
     for config in configs[k:] + configs[:k]:
       for workload in workloads:
+        sizes = dict(SIZES[workload])
+        if config == 'pytorch-explicit-attention':
+          sizes['explicit_attention'] = True
         spec = dict(workload=workload, impl=_impl_of(config, candidates),
-                    sizes=SIZES[workload], warmup=warmup, steps=steps)
+                    sizes=sizes, warmup=warmup, steps=steps)
         out = run_worker(spec, _config_env(config, candidates))
         out['load'] = os.getloadavg()[0]
         samples[workload][config].append(out)

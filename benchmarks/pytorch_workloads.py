@@ -4,7 +4,9 @@ The same models, sizes and update rules as `benchmarks/workloads/` (the
 MNIST CNN, ResNet-18/50 with BatchNorm, the pre-LayerNorm decoder LM), in
 the idiomatic PyTorch way a user would write them: `torch.nn` modules in
 PyTorch's default NCHW layout, `torch.optim.SGD(momentum=)` /
-`torch.optim.Adam`, `F.scaled_dot_product_attention(is_causal=True)`. The
+`torch.optim.Adam`, `F.scaled_dot_product_attention(is_causal=True)`
+(or, with `explicit_attention=True`, the attention written out as XLA
+computes it). The
 parameter initialisation is PyTorch's own (it does not affect step time).
 
 `make(name, **config) -> (step, items_per_step)`, where `step()` runs one
@@ -110,12 +112,25 @@ class ResNet(nn.Module):
     return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+def _explicit_causal_attention(q, k, v):
+  """`softmax(q k^T / sqrt(d) + causal mask) v`, as XLA computes it."""
+  t = q.shape[-2]
+  w = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+  mask = torch.ones(t, t, dtype=torch.bool).tril()
+  return torch.softmax(w.masked_fill(~mask, float('-inf')), -1) @ v
+
+
+def _fused_causal_attention(q, k, v):
+  return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 class DecoderBlock(nn.Module):
   """Pre-LayerNorm block: causal self-attention, then a gelu MLP."""
 
-  def __init__(self, emb, heads, mlp):
+  def __init__(self, emb, heads, mlp, attention):
     super().__init__()
     self.heads = heads
+    self.attention = attention
     self.ln1 = nn.LayerNorm(emb, eps=1e-6)
     self.qkv = nn.Linear(emb, 3 * emb)
     self.out = nn.Linear(emb, emb)
@@ -127,8 +142,7 @@ class DecoderBlock(nn.Module):
     b, t, d = x.shape
     q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
     split = lambda z: z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-    y = F.scaled_dot_product_attention(split(q), split(k), split(v),
-                                       is_causal=True)
+    y = self.attention(split(q), split(k), split(v))
     x = x + self.out(y.transpose(1, 2).reshape(b, t, d))
     y = F.gelu(self.mlp_in(self.ln2(x)), approximate='tanh')
     return x + self.mlp_out(y)
@@ -137,11 +151,14 @@ class DecoderBlock(nn.Module):
 class DecoderLM(nn.Module):
   """Tokens `[batch, length]` -> logits `[batch, length, vocab]`."""
 
-  def __init__(self, vocab, emb, heads, mlp, layers, length):
+  def __init__(self, vocab, emb, heads, mlp, layers, length,
+               explicit_attention=False):
     super().__init__()
+    attention = (_explicit_causal_attention if explicit_attention
+                 else _fused_causal_attention)
     self.embed = nn.Embedding(vocab, emb)
     self.pos = nn.Parameter(0.02 * torch.randn(length, emb))
-    self.blocks = nn.Sequential(*[DecoderBlock(emb, heads, mlp)
+    self.blocks = nn.Sequential(*[DecoderBlock(emb, heads, mlp, attention)
                                   for _ in range(layers)])
     self.final_ln = nn.LayerNorm(emb, eps=1e-6)
     self.head = nn.Linear(emb, vocab)
@@ -191,7 +208,8 @@ def make(name: str, batch: int, **config) -> Tuple[Callable[[], float], int]:
       raise ValueError('the PyTorch LM runs in float32 only')
     length, vocab = config['length'], config['vocab']
     model = DecoderLM(vocab, config['emb'], config['heads'], config['mlp'],
-                      config['layers'], length)
+                      config['layers'], length,
+                      config.get('explicit_attention', False))
     x = torch.randint(0, vocab, (batch, length))
     y = torch.randint(0, vocab, (batch, length))
     opt = torch.optim.Adam(model.parameters(), LM_LR)

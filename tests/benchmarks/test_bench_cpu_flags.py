@@ -61,3 +61,9 @@ def test_numerics_flatten_round_trip():
   back = numerics._unflatten(flat)
   np.testing.assert_array_equal(back['a']['c'], tree['a']['c'])
   assert numerics._rel(np.array([1., 1.]), np.array([1., 1.])) == 0.
+
+
+def test_pytorch_configs_run_the_pytorch_worker():
+  assert bench._impl_of('pytorch-explicit-attention', {}) == 'pytorch'
+  assert bench._config_env('pytorch-explicit-attention', {}) == {
+      bench.OPT_OUT: '0'}
