@@ -236,7 +236,10 @@ def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
   Returns:
     The path of the checkpoint. Only process 0 writes; other processes
     return the same path (and join gathers of arrays sharded across
-    processes, so then every process must call this).
+    processes, so then every process must call this). They return without
+    waiting for process 0's write: to read the file back in the same run,
+    first call `jax.experimental.multihost_utils.sync_global_devices(name)`
+    on every process.
   Raises:
     ValueError: the checkpoint exists and `overwrite` is False.
   """
