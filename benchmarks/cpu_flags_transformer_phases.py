@@ -2,11 +2,16 @@
 
     python -m benchmarks.cpu_flags_transformer_phases jax
     python -m benchmarks.cpu_flags_transformer_phases pytorch
+    python -m benchmarks.cpu_flags_transformer_phases jax-matmul
+    python -m benchmarks.cpu_flags_transformer_phases pytorch-matmul
 
 Times, at the CPU sizes of `bench_cpu_flags.SIZES['transformer_lm']`, the
 loss alone (forward), its gradient (forward + backward) and the full train
 step with Adam, each the median of 30 calls after 5 untimed ones. The JAX
-side is the hand-written workload under flaxish's CPU defaults. Run the two
+side is the hand-written workload under flaxish's CPU defaults. The
+`-matmul` modes time the output layer's two products alone: the forward
+`x @ W` and the weight gradient `x^T @ dy` (contracting the 512 tokens).
+Run the two
 alternately, a few times, for a comparison (findings in
 `benchmarks/README.md`, section "CPU defaults").
 """
@@ -90,7 +95,38 @@ def pytorch_phases():
           'step': _median_ms(train_step)}
 
 
+def matmuls(library: str):
+  """GFLOP/s of `x @ W` and `x^T @ dy` at the output layer's shapes."""
+  tokens = CONFIG['batch'] * CONFIG['length']
+  emb, vocab = CONFIG['emb'], CONFIG['vocab']
+  if library == 'jax':
+    import flaxish  # pylint: disable=g-import-not-at-top,unused-import
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    x, w, dy = (jnp.ones((tokens, emb)), jnp.ones((emb, vocab)),
+                jnp.ones((tokens, vocab)))
+    forward, weight_grad = jax.jit(lambda a, b: a @ b), jax.jit(
+        lambda a, b: a.T @ b)
+    run = lambda f, a, b: f(a, b).block_until_ready()
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    x, w, dy = (torch.ones(tokens, emb), torch.ones(emb, vocab),
+                torch.ones(tokens, vocab))
+    forward, weight_grad = (lambda a, b: a @ b), (lambda a, b: a.T @ b)
+    run = lambda f, a, b: f(a, b)
+  flops = 2 * tokens * emb * vocab
+  out = {}
+  for name, f, a, b in (('x @ W', forward, x, w),
+                        ('x^T @ dy', weight_grad, x, dy)):
+    ms = _median_ms(lambda: run(f, a, b), calls=50, warmup=10)  # pylint: disable=cell-var-from-loop
+    out[name] = f'{ms} ms, {flops / ms / 1e6:.0f} GFLOP/s'
+  return out
+
+
 if __name__ == '__main__':
   which = sys.argv[1] if len(sys.argv) > 1 else 'jax'
-  phases = jax_phases() if which == 'jax' else pytorch_phases()
-  print(which, json.dumps(phases))
+  if which.endswith('-matmul'):
+    result = matmuls(which.split('-')[0])
+  else:
+    result = jax_phases() if which == 'jax' else pytorch_phases()
+  print(which, json.dumps(result))
