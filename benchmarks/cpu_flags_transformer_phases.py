@@ -107,17 +107,22 @@ def matmuls(library: str):
                 jnp.ones((tokens, vocab)))
     forward, weight_grad = jax.jit(lambda a, b: a @ b), jax.jit(
         lambda a, b: a.T @ b)
+    # The same product with the transpose written to memory first.
+    written_out = jax.jit(
+        lambda a, b: jax.lax.optimization_barrier(a.T) @ b)
     run = lambda f, a, b: f(a, b).block_until_ready()
   else:
     import torch  # pylint: disable=g-import-not-at-top
     x, w, dy = (torch.ones(tokens, emb), torch.ones(emb, vocab),
                 torch.ones(tokens, vocab))
     forward, weight_grad = (lambda a, b: a @ b), (lambda a, b: a.T @ b)
+    written_out = lambda a, b: a.T.contiguous() @ b
     run = lambda f, a, b: f(a, b)
   flops = 2 * tokens * emb * vocab
   out = {}
   for name, f, a, b in (('x @ W', forward, x, w),
-                        ('x^T @ dy', weight_grad, x, dy)):
+                        ('x^T @ dy', weight_grad, x, dy),
+                        ('x^T written out, @ dy', written_out, x, dy)):
     ms = _median_ms(lambda: run(f, a, b), calls=50, warmup=10)  # pylint: disable=cell-var-from-loop
     out[name] = f'{ms} ms, {flops / ms / 1e6:.0f} GFLOP/s'
   return out
