@@ -34,13 +34,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any, Dict, List
 
+from benchmarks import child_process
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 # Not in results/ itself: bench.py renders every results/*.json.
 RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags', 'timing.json')
 RESULTS_MD = os.path.join(HERE, 'RESULTS_cpu_flags.md')
@@ -124,17 +123,8 @@ def run_worker(spec, env_changes, timeout=1800,
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)
   env.update(env_changes)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  cmd = [sys.executable, '-m', module, '--worker', json.dumps(spec)]
-  try:
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-  except subprocess.TimeoutExpired:
-    return {'error': f'timed out after {timeout} s'}
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
-  if proc.returncode or not lines:
-    return {'error': (proc.stderr or proc.stdout)[-800:]}
-  return json.loads(lines[-1])
+  return child_process.run_module(module, ['--worker', json.dumps(spec)], env,
+                                  timeout)
 
 
 # ------------------------------------------------------------------ parent --
@@ -244,7 +234,6 @@ def render(summary, configs, meta) -> str:
 
 
 def _meta(args, candidates):
-  sys.path.insert(0, REPO)
   from benchmarks import bench  # pylint: disable=g-import-not-at-top
   from flaxish import cpu_defaults  # pylint: disable=g-import-not-at-top
   versions = bench._versions()  # pylint: disable=protected-access

@@ -28,7 +28,6 @@ largest over BatchNorm leaves. Writes
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from typing import Any, Dict
@@ -38,7 +37,6 @@ import numpy as np
 from benchmarks import bench_cpu_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 RESULTS_JSON = os.path.join(HERE, 'results', 'cpu_flags', 'numerics.json')
 RESULTS_MD = os.path.join(HERE, 'RESULTS_cpu_flags_numerics.md')
 OPT_OUT = bench_cpu_flags.OPT_OUT
@@ -251,7 +249,6 @@ def main(argv=None):
     _run_worker(dict(name='float64', dir=tmpdir, steps=0, float64=True,
                      reference=False), {OPT_OUT: '0', 'JAX_ENABLE_X64': '1'})
     summary = compare(tmpdir, results, list(envs))
-  sys.path.insert(0, REPO)
   from benchmarks import bench  # pylint: disable=g-import-not-at-top
   from flaxish import cpu_defaults  # pylint: disable=g-import-not-at-top
   meta = {'versions': bench._versions(),  # pylint: disable=protected-access

@@ -23,11 +23,10 @@ holds at its peak.
 """
 import json
 import os
-import subprocess
 import sys
 from typing import Any, Dict, Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import child_process
 
 __all__ = ['measure', 'rss_bytes']
 
@@ -119,21 +118,12 @@ def measure(workload: str, impl_name: str, preset: str,
             overrides: Optional[Dict[str, Any]] = None, steps: int = 3,
             timeout: float = 900) -> Dict[str, Any]:
   """Runs the child process; returns its figures or `{'error': ...}`."""
-  cmd = [sys.executable, '-m', 'benchmarks.memory', workload, impl_name,
-         preset, json.dumps(overrides or {}), str(steps)]
   env = dict(os.environ)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
   env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  try:
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-  except subprocess.TimeoutExpired:
-    return {'error': f'timed out after {timeout} s'}
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
-  if proc.returncode or not lines:
-    return {'error': (proc.stderr or proc.stdout)[-500:]}
-  return json.loads(lines[-1])
-
+  return child_process.run_module(
+      'benchmarks.memory', [workload, impl_name, preset,
+                            json.dumps(overrides or {}), str(steps)],
+      env, timeout)
 
 if __name__ == '__main__':
   name, impl_arg, preset_arg, overrides_arg, steps_arg = sys.argv[1:6]
