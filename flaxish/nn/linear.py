@@ -16,6 +16,7 @@ import numpy as np
 from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import _layer_utils as utils
+from flaxish.nn._dense_dot import dense_dot
 
 __all__ = ['Dense', 'DenseGeneral', 'Conv', 'ConvTranspose', 'Embed',
            'default_kernel_init', 'default_embed_init']
@@ -72,9 +73,8 @@ class Dense(base.Module):
                        '(..., in_features), got a scalar')
     kernel = utils.param(self, 'kernel', (inputs.shape[-1], features),
                          kernel_init, param_dtype)
-    y = lax.dot_general(inputs, jnp.asarray(kernel, dtype),
-                        (((inputs.ndim - 1,), (0,)), ((), ())),
-                        precision=precision)
+    y = dense_dot(inputs, jnp.asarray(kernel, dtype), (inputs.ndim - 1,),
+                  precision)
     if bias:
       b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
       y = y + jnp.asarray(b, dtype)
@@ -173,11 +173,15 @@ class DenseGeneral(base.Module):
     kernel = self.param(
         'kernel', batch_shape + in_shape + features,
         _sliced_init(kernel_init, num_slices, (n_in, n_out), param_dtype))
-    contract = tuple(range(n_batch, n_batch + len(axis)))
-    y = lax.dot_general(
-        inputs, jnp.asarray(kernel, dtype),
-        ((axis, contract), (batch_dims, tuple(range(n_batch)))),
-        precision=precision)
+    kernel = jnp.asarray(kernel, dtype)
+    if batch_dims:
+      contract = tuple(range(n_batch, n_batch + len(axis)))
+      y = lax.dot_general(
+          inputs, kernel,
+          ((axis, contract), (batch_dims, tuple(range(n_batch)))),
+          precision=precision)
+    else:
+      y = dense_dot(inputs, kernel, axis, precision)
     if bias:
       b = self.param(
           'bias', batch_shape + features,

@@ -1,0 +1,138 @@
+"""Tests of flaxish.nn._dense_dot against lax.dot_general and NumPy."""
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxish.nn._dense_dot import dense_dot
+
+# (input shape, contracted axes, feature shape)
+CASES = [((6, 5), (1,), (3,)),
+         ((2, 4, 5), (2,), (3,)),
+         ((2, 3, 4, 5), (2, 3), (2, 3)),
+         ((4, 3, 5), (0,), (2,)),
+         ((3, 4, 5), (2, 0), (6,)),
+         ((5,), (0,), (3,))]
+
+
+def _inputs(shape, axis, features, seed=0):
+  rng = np.random.RandomState(seed)
+  x = rng.randn(*shape).astype(np.float32)
+  k = rng.randn(*([shape[a] for a in axis] + list(features))).astype(
+      np.float32)
+  return x, k
+
+
+def _reference(x, k, axis):
+  """The product in float64 NumPy: contracted axes moved last, flattened."""
+  free = [a for a in range(x.ndim) if a not in axis]
+  n_in = int(np.prod([x.shape[a] for a in axis]))
+  x2 = np.transpose(x, free + list(axis)).astype(np.float64).reshape(-1, n_in)
+  y = x2 @ k.astype(np.float64).reshape(n_in, -1)
+  return y.reshape([x.shape[a] for a in free] + list(k.shape[len(axis):]))
+
+
+def _plain(x, k, axis):
+  return lax.dot_general(x, k, ((axis, tuple(range(len(axis)))), ((), ())))
+
+
+@pytest.mark.parametrize('shape,axis,features', CASES)
+def test_values_match_numpy(shape, axis, features):
+  x, k = _inputs(shape, axis, features)
+  y = dense_dot(x, k, axis)
+  np.testing.assert_allclose(y, _reference(x, k, axis), rtol=1e-5, atol=1e-5)
+  assert y.shape == _plain(x, k, axis).shape
+
+
+@pytest.mark.parametrize('shape,axis,features', CASES)
+def test_gradients_match_numpy(shape, axis, features):
+  """d/dk sum(g * y) = x^T g and d/dx = g k^T, in float64 NumPy."""
+  x, k = _inputs(shape, axis, features)
+  g = np.random.RandomState(1).randn(*_reference(x, k, axis).shape).astype(
+      np.float32)
+  gx, gk = jax.grad(lambda x, k: jnp.sum(g * dense_dot(x, k, axis)),
+                    argnums=(0, 1))(x, k)
+  # Both are linear, so the gradient is the NumPy product against g.
+  gx_ref = np.zeros(x.shape)
+  gk_ref = np.zeros(k.shape)
+  for index in np.ndindex(*x.shape):
+    e = np.zeros(x.shape)
+    e[index] = 1
+    gx_ref[index] = np.sum(g * _reference(e, k, axis))
+  for index in np.ndindex(*k.shape):
+    e = np.zeros(k.shape)
+    e[index] = 1
+    gk_ref[index] = np.sum(g * _reference(x, e, axis))
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gk, gk_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape,axis,features', CASES[:4])
+def test_forward_mode_and_second_order_match_dot_general(shape, axis,
+                                                         features):
+  x, k = _inputs(shape, axis, features)
+  dx, dk = _inputs(shape, axis, features, seed=2)
+
+  def loss(product):
+    return lambda x, k: jnp.sum(jnp.tanh(product(x, k, axis)))
+
+  mine, plain = loss(dense_dot), loss(_plain)
+  y, t = jax.jvp(mine, (x, k), (dx, dk))
+  y_ref, t_ref = jax.jvp(plain, (x, k), (dx, dk))
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5)
+  np.testing.assert_allclose(t, t_ref, rtol=1e-4, atol=1e-4)
+  hvp = lambda f: jax.jvp(jax.grad(f, argnums=1), (x, k), (dx, dk))[1]
+  np.testing.assert_allclose(hvp(mine), hvp(plain), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jax.hessian(mine, argnums=1)(x, k),
+                             jax.hessian(plain, argnums=1)(x, k),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_with_respect_to_one_operand_only():
+  x, k = _inputs((4, 3), (1,), (2,))
+  gk = jax.grad(lambda k: jnp.sum(dense_dot(x, k, (1,))))(k)
+  gx = jax.grad(lambda x: jnp.sum(dense_dot(x, k, (1,))))(x)
+  np.testing.assert_allclose(gk, np.outer(x.sum(0), np.ones(2)), rtol=1e-5)
+  np.testing.assert_allclose(gx, np.outer(np.ones(4), k.sum(1)), rtol=1e-5)
+
+
+def test_vmap_and_jit():
+  x, k = _inputs((3, 4, 5), (2,), (2,))
+  f = jax.jit(jax.vmap(lambda x: dense_dot(x, k, (1,))))
+  np.testing.assert_allclose(f(x), np.einsum('bij,jk->bik', x, k),
+                             rtol=1e-5, atol=1e-5)
+  g = jax.grad(lambda k: jnp.sum(jax.vmap(lambda x: dense_dot(x, k, (1,)))(x)
+                                 ** 2))(k)
+  g_ref = jax.grad(lambda k: jnp.sum(jnp.einsum('bij,jk->bik', x, k) ** 2))(k)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_and_precision_pass_through():
+  x, k = _inputs((8, 4), (1,), (3,))
+  xb, kb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(k, jnp.bfloat16)
+  y = dense_dot(xb, kb, (1,), precision=lax.Precision.HIGHEST)
+  assert y.dtype == jnp.bfloat16
+  gk = jax.grad(lambda k: jnp.sum(dense_dot(xb, k, (1,)).astype(
+      jnp.float32)))(kb)
+  assert gk.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(gk, np.float32),
+                             np.outer(np.asarray(xb, np.float32).sum(0),
+                                      np.ones(3)), rtol=2e-2)
+
+
+def _grad_hlo(platform):
+  x, k = _inputs((16, 8), (1,), (4,))
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(dense_dot(x, k, (1,)) ** 2)))
+  return grad.trace(k).lower(lowering_platforms=(platform,)).as_text()
+
+
+def test_transpose_written_out_on_cpu_only():
+  """The kernel gradient reads a written-out x^T on CPU; other platforms
+  get the plain product (no barrier in their program)."""
+  assert 'optimization_barrier' in _grad_hlo('cpu')
+  assert 'optimization_barrier' not in _grad_hlo('cuda')
+  x, k = _inputs((16, 8), (1,), (4,))
+  forward = jax.jit(lambda k: dense_dot(x, k, (1,))).trace(k).lower(
+      lowering_platforms=('cpu',)).as_text()
+  assert 'optimization_barrier' not in forward
