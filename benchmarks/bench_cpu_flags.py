@@ -15,6 +15,9 @@ and the environment of that process:
 - `jax+defaults`: the same program with flaxish's CPU defaults
   (`flaxish/cpu_defaults.py`) in effect;
 - `flaxish`: the flaxish model and optimizer, flaxish's defaults in effect;
+- `flaxish-plain-dense-grad`: flaxish with `Dense`'s kernel gradient
+  formed as XLA forms it (no written-out transpose; an ablation of
+  `flaxish/nn/_dense_dot.py`);
 - `pytorch`: the same model in PyTorch eager (`pytorch_workloads.py`);
 - `pytorch-explicit-attention`: the same, with the Transformer's attention
   written out instead of PyTorch's fused kernel (other workloads: same as
@@ -68,9 +71,18 @@ def _config_env(config: str, candidates: Dict[str, str]) -> Dict[str, str]:
 
 # ------------------------------------------------------------------ worker --
 
+def _plain_dense_grad():
+  """Makes flaxish's Dense differentiate like `lax.dot_general` (ablation)."""
+  from flaxish.nn import _dense_dot  # pylint: disable=g-import-not-at-top
+  _dense_dot._kernel_tangent = _dense_dot._plain  # pylint: disable=protected-access
+
+
 def _jax_worker(workload: str, impl_name: str, sizes, warmup, steps):
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import workloads  # pylint: disable=g-import-not-at-top
+  if impl_name == 'flaxish-plain-dense-grad':
+    _plain_dense_grad()
+    impl_name = 'flaxish'
   w = workloads.build(workload, 'cpu', **sizes)
   batch = jax.block_until_ready(w.make_batch(jax.random.PRNGKey(1)))
   params, stats = w.impls['plain_jax']().init(jax.random.PRNGKey(0), batch)

@@ -65,8 +65,8 @@ def batch_norm(p, stats, x, train, momentum, eps=1e-5):
              'var': momentum * stats['var'] + (1. - momentum) * var}
   else:
     mean, var = stats['mean'], stats['var']
-  y = (x - mean) * lax.rsqrt(var + eps)
-  return y * p['scale'] + p['bias'], stats
+  # `scale` folded into the per-channel factor: one full-size multiply.
+  return (x - mean) * (lax.rsqrt(var + eps) * p['scale']) + p['bias'], stats
 
 
 def layer_norm(p, x, eps=1e-6):

@@ -67,3 +67,25 @@ def test_pytorch_configs_run_the_pytorch_worker():
   assert bench._impl_of('pytorch-explicit-attention', {}) == 'pytorch'
   assert bench._config_env('pytorch-explicit-attention', {}) == {
       bench.OPT_OUT: '0'}
+
+
+def test_plain_dense_grad_ablation_removes_the_written_out_transpose(
+    monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flaxish.nn import _dense_dot  # pylint: disable=g-import-not-at-top
+  # Restored after the test: the ablation patches the module for good.
+  monkeypatch.setattr(_dense_dot, '_kernel_tangent',
+                      _dense_dot._kernel_tangent)
+  x, k = jnp.ones((8, 4)), jnp.ones((4, 2))
+
+  def grad_hlo():
+    grad = jax.jit(jax.grad(
+        lambda k: jnp.sum(_dense_dot.dense_dot(x, k, (1,)) ** 2)))
+    return grad.trace(k).lower(lowering_platforms=('cpu',)).as_text()
+
+  assert 'optimization_barrier' in grad_hlo()
+  bench._plain_dense_grad()  # pylint: disable=protected-access
+  assert 'optimization_barrier' not in grad_hlo()
+  assert bench._impl_of('flaxish-plain-dense-grad', {}) == (  # pylint: disable=protected-access
+      'flaxish-plain-dense-grad')
