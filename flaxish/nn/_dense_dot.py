@@ -29,6 +29,8 @@ from jax.custom_derivatives import SymbolicZero
 import jax.numpy as jnp
 import numpy as np
 
+from flaxish.nn.utils import is_tracer
+
 __all__ = ['dense_dot']
 
 Array = Any
@@ -47,7 +49,12 @@ def dense_dot(inputs: Array, kernel: Array, axis: Sequence[int],
     An array of shape `other_input_dims + features` (the dimensions of
     `inputs` not in `axis`, in order), in the dtype `lax.dot_general` gives.
   """
-  return _dense_dot(inputs, kernel, tuple(int(a) for a in axis), precision)
+  axis = tuple(int(a) for a in axis)
+  if not (is_tracer(inputs) or is_tracer(kernel)):
+    # Nothing differentiates this call: skip custom_jvp's eager overhead
+    # (about 0.3 ms per call).
+    return _plain(inputs, kernel, axis, precision)
+  return _dense_dot(inputs, kernel, axis, precision)
 
 
 def _plain(inputs, kernel, axis, precision):
