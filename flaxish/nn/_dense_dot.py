@@ -11,9 +11,14 @@ first and then multiplied, and the difference is a fifth of a small
 Transformer's CPU train step (benchmarks/README.md, "CPU defaults"). So on
 CPU the tangent with respect to the kernel is built from `x^T` kept behind
 `lax.optimization_barrier`, which XLA cannot fold back into the product;
-transposing that tangent gives the fast product. On other platforms
-(`lax.platform_dependent`) it is the plain product: GPU and TPU libraries
-take transposed operands for free, and an extra copy would only cost.
+transposing that tangent gives the fast product. Only when JAX's default
+backend is the CPU, decided while tracing: GPU and TPU libraries take
+transposed operands for free, and an extra copy would only cost. (Not
+`lax.platform_dependent`: differentiating through it keeps every branch's
+saved values, so a `lax.scan` on a GPU would carry zeros of `x^T`'s size
+per step.) A program traced on a CPU-only machine for a GPU, or placed on
+the CPU of a GPU machine, gets the other platform's form: the numbers are
+the same either way.
 
 The rule is a `jax.custom_jvp`, so forward-mode, reverse-mode and higher
 derivatives all work; only the placement of one transpose changes, not the
@@ -76,11 +81,15 @@ def _kernel_tangent_cpu(inputs, kernel_dot, axis, precision):
   return out.reshape(rows + kernel_dot.shape[len(axis):])
 
 
+def _cpu_form() -> bool:
+  """Whether the kernel tangent takes its CPU form (default backend CPU)."""
+  return jax.default_backend() == 'cpu'
+
+
 def _kernel_tangent(inputs, kernel_dot, axis, precision):
-  return lax.platform_dependent(
-      inputs, kernel_dot,
-      cpu=lambda x, k: _kernel_tangent_cpu(x, k, axis, precision),
-      default=lambda x, k: _plain(x, k, axis, precision))
+  if _cpu_form():
+    return _kernel_tangent_cpu(inputs, kernel_dot, axis, precision)
+  return _plain(inputs, kernel_dot, axis, precision)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))

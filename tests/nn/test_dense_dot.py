@@ -1,4 +1,6 @@
 """Tests of flaxish.nn._dense_dot against lax.dot_general and NumPy."""
+import re
+
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -121,18 +123,45 @@ def test_bfloat16_and_precision_pass_through():
                                       np.ones(3)), rtol=2e-2)
 
 
-def _grad_hlo(platform):
-  x, k = _inputs((16, 8), (1,), (4,))
-  grad = jax.jit(jax.grad(lambda k: jnp.sum(dense_dot(x, k, (1,)) ** 2)))
-  return grad.trace(k).lower(lowering_platforms=(platform,)).as_text()
+def _scan_grad_hlo(product):
+  """The CPU program of a gradient through a `lax.scan` over 5 steps whose
+  body multiplies a `(16, 12)` input by the kernel."""
+  xs = jnp.ones((5, 16, 8))
+  k = jnp.ones((12, 4))
 
+  def loss(k):
+    def body(h, x):
+      h = jnp.tanh(product(jnp.concatenate([x, h], 1), k, (1,)))
+      return h, None
+    return jnp.sum(lax.scan(body, jnp.zeros((16, 4)), xs)[0])
 
-def test_transpose_written_out_on_cpu_only():
-  """The kernel gradient reads a written-out x^T on CPU; other platforms
-  get the plain product (no barrier in their program)."""
-  assert 'optimization_barrier' in _grad_hlo('cpu')
-  assert 'optimization_barrier' not in _grad_hlo('cuda')
-  x, k = _inputs((16, 8), (1,), (4,))
-  forward = jax.jit(lambda k: dense_dot(x, k, (1,))).trace(k).lower(
+  return jax.jit(jax.grad(loss)).trace(k).lower(
       lowering_platforms=('cpu',)).as_text()
+
+
+def _tensor_types(hlo):
+  return sorted(re.findall(r'tensor<[0-9a-z]*>', hlo))
+
+
+def test_cpu_form_saves_the_transpose_instead_of_the_input():
+  """On CPU the backward pass reads a written-out x^T: the scan saves
+  `(5, 12, 16)` per-step transposes, not the `(5, 16, 12)` inputs."""
+  hlo = _scan_grad_hlo(dense_dot)
+  assert 'optimization_barrier' in hlo
+  assert 'tensor<5x12x16xf32>' in hlo
+  assert 'tensor<5x16x12xf32>' not in hlo
+  assert 'tensor<5x16x12xf32>' in _scan_grad_hlo(_plain)
+
+
+def test_other_platforms_get_the_plain_program(monkeypatch):
+  from flaxish.nn import _dense_dot  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(_dense_dot, '_cpu_form', lambda: False)
+  hlo = _scan_grad_hlo(dense_dot)
+  assert 'optimization_barrier' not in hlo
+  assert _tensor_types(hlo) == _tensor_types(_scan_grad_hlo(_plain))
+
+
+def test_forward_pass_is_the_plain_product():
+  x, k = _inputs((16, 8), (1,), (4,))
+  forward = jax.jit(lambda k: dense_dot(x, k, (1,))).trace(k).lower().as_text()
   assert 'optimization_barrier' not in forward
