@@ -22,11 +22,6 @@ arrays take this path: functions defined in `jax.nn.initializers` or in
 hold only plain values (numbers, strings, dtypes, tuples, such functions).
 Any other initializer (user code, data-dependent init, closures over arrays)
 runs eagerly on the computed key, exactly as before.
-
-A key made within an `init` with a concrete rng also carries that call's
-`_init_plan.Session` and its derivation from the root key (`LazyKey.path`):
-the session may serve the value from one compiled call that made all the
-parameters of the previous `init` of the same module (see `_init_plan`).
 """
 import collections
 import functools
@@ -39,8 +34,8 @@ import numpy as np
 
 from flaxish.nn.utils import hash_name, is_tracer
 
-__all__ = ['LazyKey', 'NOT_SERVED', 'SPLIT_LEFT', 'SPLIT_RIGHT',
-           'fold_in_name', 'materialize', 'split', 'initialize']
+__all__ = ['LazyKey', 'fold_in_name', 'materialize', 'split',
+           'initialize']
 
 # Modules whose initializers are pure functions of (key, shape).
 _TRUSTED_MODULES = ('jax._src.nn.initializers', 'jax.nn.initializers',
@@ -53,45 +48,20 @@ _MAX_CACHED = 1024
 # what the eager one does, operation by operation.
 _AS_EAGER = {'xla_disable_hlo_passes': 'algsimp'}
 _UNCACHEABLE = object()
-# What `_init_plan.Session.take` returns for a request it does not serve.
-NOT_SERVED = object()
-# Steps of a key's derivation (`LazyKey.path`) besides fold-ins of a uint32
-# name hash: `split(key)[0]` and `split(key)[1]`.
-SPLIT_LEFT = -1
-SPLIT_RIGHT = -2
 
 
 class LazyKey:
   """`fold_in(... fold_in(root, hashes[0]) ..., hashes[-1])`, not computed.
 
   Attributes:
-    root: a concrete PRNG key (raw uint32[2] or typed); with a session,
-      None while not fetched yet (`concrete_root()`).
+    root: a concrete PRNG key (raw uint32[2] or typed).
     hashes: a tuple of uint32 name hashes.
-    session: the `_init_plan.Session` of the `init` the key belongs to, or
-      None.
-    base: with a session, the derivation of `root` from the session's root
-      key: name hashes and SPLIT_LEFT / SPLIT_RIGHT steps.
   """
-  __slots__ = ('root', 'hashes', 'session', 'base')
+  __slots__ = ('root', 'hashes')
 
-  def __init__(self, root: Any, hashes: Tuple[int, ...],
-               session: Any = None, base: Tuple[int, ...] = ()):
+  def __init__(self, root: Any, hashes: Tuple[int, ...]):
     self.root = root
     self.hashes = hashes
-    self.session = session
-    self.base = base
-
-  @property
-  def path(self) -> Tuple[int, ...]:
-    """The derivation from the session's root key (`base + hashes`)."""
-    return self.base + self.hashes
-
-  def concrete_root(self) -> Any:
-    """`root`, fetched from the session if it served the key's split."""
-    if self.root is None:
-      self.root = self.session.key_at(self.base)
-    return self.root
 
   def __repr__(self):
     return f'LazyKey(root={self.root!r}, hashes={self.hashes})'
@@ -104,7 +74,7 @@ def fold_in_name(rng: Any, name: str) -> Any:
   """
   h = hash_name(name)
   if isinstance(rng, LazyKey):
-    return LazyKey(rng.root, rng.hashes + (h,), rng.session, rng.base)
+    return LazyKey(rng.root, rng.hashes + (h,))
   if is_tracer(rng):
     return jax.random.fold_in(rng, h)
   return LazyKey(rng, (h,))
@@ -136,33 +106,18 @@ def materialize(rng: Any) -> Any:
   """The key a `LazyKey` stands for (other keys are returned as they are)."""
   if not isinstance(rng, LazyKey):
     return rng
-  if not rng.hashes:
-    return rng.concrete_root()
   with jax.ensure_compile_time_eval():
-    return _materialize(rng.concrete_root(), _hash_array(rng.hashes))
+    return _materialize(rng.root, _hash_array(rng.hashes))
 
 
 def split(rng: Any) -> Tuple[Any, Any]:
-  """`jax.random.split(rng)` as a pair; concrete keys give concrete keys.
-
-  A `LazyKey` of an `init` session gives `LazyKey`s of that session (keys
-  computed, derivation kept), served by the session's plan when it can.
-  """
+  """`jax.random.split(rng)` as a pair; concrete keys give concrete keys."""
   if is_tracer(rng):
     return tuple(jax.random.split(rng))
   if not isinstance(rng, LazyKey):
     rng = LazyKey(rng, ())
-  session = rng.session
-  path = rng.path
-  keys = NOT_SERVED if session is None else session.take(('split', path))
-  if keys is NOT_SERVED:
-    with jax.ensure_compile_time_eval():
-      keys = _chain_split(rng.concrete_root(), _hash_array(rng.hashes))
-  if session is None:
-    return keys
-  session.record(('split', path), None)
-  return (LazyKey(keys[0], (), session, path + (SPLIT_LEFT,)),
-          LazyKey(keys[1], (), session, path + (SPLIT_RIGHT,)))
+  with jax.ensure_compile_time_eval():
+    return _chain_split(rng.root, _hash_array(rng.hashes))
 
 
 # ---- which initializers can be compiled once and shared ----------------------
@@ -233,20 +188,16 @@ _compiled: 'collections.OrderedDict[Any, Callable[..., Any]]' = (
     collections.OrderedDict())
 
 
-def _compiled_initializer(initializer, shape) -> Tuple[Any, Any]:
-  """`(fn, (signature, shape))` or `(None, None)` for other initializers.
-
-  `fn` is `jit((root, hashes) -> initializer(fold_chain(root, hashes),
-  shape))`.
-  """
+def _compiled_initializer(initializer, shape) -> Optional[Callable[..., Any]]:
+  """`jit((root, hashes) -> initializer(fold_chain(root, hashes), shape))`."""
   sig = _signature(initializer)
   if sig is None:
-    return None, None
+    return None
   try:
     cache_key = (sig, shape)
     fn = _compiled.get(cache_key)
   except TypeError:  # an unhashable shape
-    return None, None
+    return None
   if fn is None:
     fn = jax.jit(lambda root, hashes: initializer(_fold_chain(root, hashes),
                                                   shape),
@@ -256,33 +207,25 @@ def _compiled_initializer(initializer, shape) -> Tuple[Any, Any]:
       _compiled.popitem(last=False)
   else:
     _compiled.move_to_end(cache_key)
-  return fn, cache_key
+  return fn
 
 
 def initialize(initializer: Callable[..., Any], key: Any, shape: Any) -> Any:
   """`initializer(key, shape)`, concrete whenever `key` is concrete.
 
   `key` is a traced key (the initializer is traced), a concrete key or a
-  `LazyKey` (one compiled call for trusted initializers -- or a value from
-  the key's session's plan --, else an eager call on the materialized key).
+  `LazyKey` (one compiled call for trusted initializers, else an eager call
+  on the materialized key).
   """
   if is_tracer(key):
     return initializer(key, shape)
   if not isinstance(key, LazyKey):
     key = LazyKey(key, ())
   with jax.ensure_compile_time_eval():
-    fn, cache_key = _compiled_initializer(initializer, shape)
+    fn = _compiled_initializer(initializer, shape)
     if fn is not None:
-      session = key.session
-      entry = None if session is None else ('param', key.path, cache_key)
-      value = NOT_SERVED if session is None else session.take(entry)
-      if value is NOT_SERVED:
-        try:
-          value = fn(key.concrete_root(), _hash_array(key.hashes))
-        except Exception:  # pylint: disable=broad-except
-          pass  # the eager call below raises the error users know, if any
-      if value is not NOT_SERVED:
-        if session is not None:
-          session.record(entry, initializer)
-        return value
+      try:
+        return fn(key.root, _hash_array(key.hashes))
+      except Exception:  # pylint: disable=broad-except
+        pass  # the eager call below raises the error users know, if any
     return initializer(materialize(key), shape)

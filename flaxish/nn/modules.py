@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from flaxish import jax_utils
-from flaxish.nn import _init_plan as init_plan
 from flaxish.nn import collection as collection_lib
 from flaxish.nn import _param_init as param_init
 from flaxish.nn import frame as frame_lib
@@ -269,21 +268,10 @@ class Module:
       `jit`, or use `init_by_shape`).
     """
     _check_rng(_rng, f'{cls.__name__}.init')
-    kwargs = {**cls._partial_kwargs, **kwargs}
-    # With a concrete rng, the parameters of the previous init of this
-    # module come from one compiled call where they are asked for again.
-    session = init_plan.start(cls, name, _rng, args, kwargs, reuse_params)
-    rng = _rng if session is None else session.root_key()
-    frame = cls._root_frame(name, {}, rng, reuse_params)
-    try:
-      y = cls._run(frame, args, kwargs)
-      if reuse_params is not None:
-        _check_all_reused(cls, reuse_params, frame.reused_paths)
-      if session is not None:
-        session.finish()
-    finally:
-      if session is not None:
-        session.close()
+    frame = cls._root_frame(name, {}, _rng, reuse_params)
+    y = cls._run(frame, args, {**cls._partial_kwargs, **kwargs})
+    if reuse_params is not None:
+      _check_all_reused(cls, reuse_params, frame.reused_paths)
     return y, frame.params
 
   @classmethod
