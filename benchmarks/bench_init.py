@@ -2,10 +2,12 @@
 
     python -m benchmarks.bench_init --workloads=resnet50 --rounds=5
     python -m benchmarks.bench_init --cold --rounds=2   # caches cleared
-    PYTHONPATH=/path/to/older/tree:. python -m benchmarks.bench_init
+    cd /path/to/older/tree && python -m benchmarks.bench_init
 
-The last form times another flaxish (e.g. `git archive <commit> flaxish`
-unpacked there) against the same Linen, for before/after comparisons.
+The last form times another flaxish (e.g. `git worktree add <tree>
+<commit>`) against the same Linen, for before/after comparisons: run it
+from inside that tree, since `python -m` puts the current directory first
+on `sys.path` (the first line printed says which flaxish was timed).
 Prints, per workload, the median times and the median and range of the
 per-round ratios flaxish / Linen. Needs flax (the `.venv-bench` venv).
 """
