@@ -6,7 +6,7 @@ the result has shape `other_input_dims + kernel.shape[len(axis):]`.
 
 Why not `lax.dot_general` alone: the kernel's gradient is `x^T @ dy`, a
 product that contracts over all the tokens (or examples). XLA:CPU (jaxlib
-0.10 and 0.11) runs that product about 1.4x slower than `x^T` written out
+0.10 and 0.11) runs that product about 1.35x slower than `x^T` written out
 first and then multiplied, and the difference is a fifth of a small
 Transformer's CPU train step (benchmarks/README.md, "CPU defaults"). So on
 CPU the tangent with respect to the kernel is built from `x^T` kept behind
