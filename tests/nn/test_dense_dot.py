@@ -1,4 +1,5 @@
 """Tests of flaxish.nn._dense_dot against lax.dot_general and NumPy."""
+import functools
 import re
 
 import jax
@@ -165,3 +166,20 @@ def test_forward_pass_is_the_plain_product():
   x, k = _inputs((16, 8), (1,), (4,))
   forward = jax.jit(lambda k: dense_dot(x, k, (1,))).trace(k).lower().as_text()
   assert 'optimization_barrier' not in forward
+
+
+def test_jvp_rule_with_symbolic_zero_tangents():
+  """The rule skips zero tangents: none, one or both of them."""
+  from jax.custom_derivatives import SymbolicZero  # pylint: disable=g-import-not-at-top
+  from flaxish.nn import _dense_dot  # pylint: disable=g-import-not-at-top
+  x, k = _inputs((4, 3), (1,), (2,))
+  dx, dk = _inputs((4, 3), (1,), (2,), seed=3)
+  zero_x = SymbolicZero(jax.core.ShapedArray(x.shape, x.dtype))
+  zero_k = SymbolicZero(jax.core.ShapedArray(k.shape, k.dtype))
+  rule = functools.partial(_dense_dot._dense_dot_jvp, (1,), None)  # pylint: disable=protected-access
+  cases = [((dx, dk), dx @ k + x @ dk), ((dx, zero_k), dx @ k),
+           ((zero_x, dk), x @ dk), ((zero_x, zero_k), np.zeros((4, 2)))]
+  for tangents, expected in cases:
+    out, out_dot = rule((x, k), tangents)
+    np.testing.assert_allclose(out, x @ k, rtol=1e-5)
+    np.testing.assert_allclose(out_dot, expected, rtol=1e-5, atol=1e-6)
