@@ -4,6 +4,8 @@ from typing import Any, Callable, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
+from flaxish.nn import _param_init as param_init
+
 Initializer = Callable[..., Any]
 
 
@@ -17,20 +19,11 @@ def init_dtype(param_dtype: Any) -> Any:
   return jnp.promote_types(param_dtype, jnp.float32)
 
 
-def cast_init(initializer: Initializer, param_dtype: Any) -> Initializer:
-  """Wraps `initializer(key, shape)` so that it returns `param_dtype`."""
-  param_dtype = jnp.dtype(param_dtype)
-
-  def init(key, shape):
-    return jnp.asarray(initializer(key, shape), param_dtype)
-
-  return init
-
-
 def param(module, name: str, shape: Sequence[int], initializer: Initializer,
           param_dtype: Any) -> Any:
   """`module.param` whose new value is stored as `param_dtype`."""
-  return module.param(name, tuple(shape), cast_init(initializer, param_dtype))
+  return module.param(name, tuple(shape),
+                      param_init.cast(initializer, param_dtype))
 
 
 def as_tuple(x: Any) -> Tuple[Any, ...]:

@@ -1,13 +1,16 @@
 """Parameter keys and initial values: one compiled call per parameter.
 
 A parameter's key is its frame's key folded with the SHA-1 hashes of the
-names on its path (`fold_in(fold_in(rng, h('Dense_0')), h('kernel'))`). With
-a concrete rng, frames keep that derivation symbolic (`LazyKey`: the root key
-and the hashes so far) and compute nothing. A parameter is then made by ONE
-jitted call `initializer(fold_in(...fold_in(root, h1)..., hk), shape)`,
-compiled once per (initializer, shape) and reused across `init` calls, instead
-of one eager dispatch (and one XLA compile per shape) for every fold-in and
-every operation of the initializer.
+names on its path (`fold_in(fold_in(rng, h('Dense_0')), h('kernel'))`);
+stateful frames also split their key once per state variable. With a
+concrete rng, frames keep that derivation symbolic (`LazyKey`: the root key
+and the steps so far) and compute nothing. A parameter is then made by ONE
+jitted call `initializer(derive(root, steps), shape)`, compiled once per
+(initializer, shape, steps pattern) and reused across `init` calls, instead
+of one eager dispatch (and one XLA compile per shape) for every fold-in,
+every split and every operation of the initializer. `zeros` and `ones`
+(also as cast by the layers) need no key and no program: they are filled on
+the host and transferred.
 
 The values are bit-identical to the eager computation: key derivation is
 integer arithmetic, the initializers are compiled without XLA's algebraic
@@ -34,7 +37,7 @@ import numpy as np
 
 from flaxish.nn.utils import hash_name, is_tracer
 
-__all__ = ['LazyKey', 'fold_in_name', 'materialize', 'split',
+__all__ = ['LazyKey', 'fold_in_name', 'materialize', 'split', 'cast',
            'initialize']
 
 # Modules whose initializers are pure functions of (key, shape).
@@ -47,24 +50,48 @@ _MAX_CACHED = 1024
 # operation is its own program. Without it the compiled initializer computes
 # what the eager one does, operation by operation.
 _AS_EAGER = {'xla_disable_hlo_passes': 'algsimp'}
+# XLA:CPU spends most of such a compile in LLVM's optimizer: threefry on a
+# small shape takes 0.5-0.7 s at the default level 3, 0.15-0.2 s at level 1,
+# and runs as fast (these programs run once per parameter). Level 1 keeps the
+# values (level 0 does not: it changes the last bits of the float arithmetic).
+_CPU_FAST_COMPILE = {'xla_backend_optimization_level': 1}
 _UNCACHEABLE = object()
+# Steps of a key derivation other than a name hash: the two halves of split().
+_SPLIT_HALVES = (-1, -2)
+
+
+def _compiler_options():
+  if jax.default_backend() == 'cpu':
+    return {**_AS_EAGER, **_CPU_FAST_COMPILE}
+  return _AS_EAGER
 
 
 class LazyKey:
-  """`fold_in(... fold_in(root, hashes[0]) ..., hashes[-1])`, not computed.
+  """The key `root` after `steps`, not computed.
 
   Attributes:
     root: a concrete PRNG key (raw uint32[2] or typed).
-    hashes: a tuple of uint32 name hashes.
+    steps: a tuple of uint32 name hashes (`fold_in`) and `-1` / `-2` (the
+      first / second key of `split`), applied in order.
   """
-  __slots__ = ('root', 'hashes')
+  __slots__ = ('root', 'steps')
 
-  def __init__(self, root: Any, hashes: Tuple[int, ...]):
+  def __init__(self, root: Any, steps: Tuple[int, ...]):
     self.root = root
-    self.hashes = hashes
+    self.steps = steps
 
   def __repr__(self):
-    return f'LazyKey(root={self.root!r}, hashes={self.hashes})'
+    return f'LazyKey(root={self.root!r}, steps={self.steps})'
+
+  def program_args(self) -> Tuple[Any, np.ndarray, Tuple[int, ...]]:
+    """`(root, hashes, pattern)`: the hashes as data, the rest static."""
+    hashes = np.array([s for s in self.steps if s >= 0], dtype=np.uint32)
+    pattern = tuple(0 if s >= 0 else s for s in self.steps)
+    return self.root, hashes, pattern
+
+
+def _lazy(rng: Any) -> LazyKey:
+  return rng if isinstance(rng, LazyKey) else LazyKey(rng, ())
 
 
 def fold_in_name(rng: Any, name: str) -> Any:
@@ -73,51 +100,75 @@ def fold_in_name(rng: Any, name: str) -> Any:
   Concrete keys give a `LazyKey` (no computation); traced keys a traced key.
   """
   h = hash_name(name)
-  if isinstance(rng, LazyKey):
-    return LazyKey(rng.root, rng.hashes + (h,))
   if is_tracer(rng):
     return jax.random.fold_in(rng, h)
-  return LazyKey(rng, (h,))
+  rng = _lazy(rng)
+  return LazyKey(rng.root, rng.steps + (h,))
 
 
-def _fold_chain(root, hashes):
-  key = root
-  for i in range(hashes.shape[0]):
-    key = jax.random.fold_in(key, hashes[i])
+def split(rng: Any) -> Tuple[Any, Any]:
+  """`jax.random.split(rng)` as a pair; concrete keys give `LazyKey`s."""
+  if is_tracer(rng):
+    return tuple(jax.random.split(rng))
+  rng = _lazy(rng)
+  return tuple(LazyKey(rng.root, rng.steps + (half,))
+               for half in _SPLIT_HALVES)
+
+
+def _derive(root, hashes, pattern):
+  """Applies `pattern` (0: fold in the next hash, -1/-2: a split half)."""
+  key, i = root, 0
+  for step in pattern:
+    if step == 0:
+      key = jax.random.fold_in(key, hashes[i])
+      i += 1
+    else:
+      key = jax.random.split(key)[-1 - step]
   return key
 
 
-@jax.jit
-def _materialize(root, hashes):
-  return _fold_chain(root, hashes)
-
-
-@jax.jit
-def _chain_split(root, hashes):
-  keys = jax.random.split(_fold_chain(root, hashes))
-  return keys[0], keys[1]
-
-
-def _hash_array(hashes: Tuple[int, ...]) -> np.ndarray:
-  return np.array(hashes, dtype=np.uint32)
+_materialize = None
 
 
 def materialize(rng: Any) -> Any:
   """The key a `LazyKey` stands for (other keys are returned as they are)."""
+  global _materialize
   if not isinstance(rng, LazyKey):
     return rng
+  if _materialize is None:
+    _materialize = jax.jit(_derive, static_argnums=2,
+                           compiler_options=_compiler_options())
   with jax.ensure_compile_time_eval():
-    return _materialize(rng.root, _hash_array(rng.hashes))
+    return _materialize(*rng.program_args())
 
 
-def split(rng: Any) -> Tuple[Any, Any]:
-  """`jax.random.split(rng)` as a pair; concrete keys give concrete keys."""
-  if is_tracer(rng):
-    return tuple(jax.random.split(rng))
-  if not isinstance(rng, LazyKey):
-    rng = LazyKey(rng, ())
-  with jax.ensure_compile_time_eval():
-    return _chain_split(rng.root, _hash_array(rng.hashes))
+def cast(initializer: Callable[..., Any], dtype: Any) -> Callable[..., Any]:
+  """`initializer` whose value is converted to `dtype`."""
+  return functools.partial(_cast_value, initializer, jnp.dtype(dtype))
+
+
+def _cast_value(initializer, dtype, key, shape):
+  return jnp.asarray(initializer(key, shape), dtype)
+
+
+def _fill(initializer: Callable[..., Any], shape: Any) -> Optional[np.ndarray]:
+  """The value of `zeros` / `ones` (possibly `cast`) on the host, else None."""
+  dtype = None
+  if (isinstance(initializer, functools.partial) and
+      initializer.func is _cast_value and not initializer.keywords):
+    initializer, dtype = initializer.args
+  if initializer is jax.nn.initializers.zeros:
+    value = 0
+  elif initializer is jax.nn.initializers.ones:
+    value = 1
+  else:
+    return None
+  if dtype is None:  # the initializers' default: float32, float64 with x64
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+  try:
+    return np.full(shape, value, dtype)
+  except (TypeError, ValueError):
+    return None  # a bad shape: the initializer raises the usual error
 
 
 # ---- which initializers can be compiled once and shared ----------------------
@@ -189,7 +240,7 @@ _compiled: 'collections.OrderedDict[Any, Callable[..., Any]]' = (
 
 
 def _compiled_initializer(initializer, shape) -> Optional[Callable[..., Any]]:
-  """`jit((root, hashes) -> initializer(fold_chain(root, hashes), shape))`."""
+  """`jit((root, hashes, pattern) -> initializer(derive(...), shape))`."""
   sig = _signature(initializer)
   if sig is None:
     return None
@@ -199,9 +250,9 @@ def _compiled_initializer(initializer, shape) -> Optional[Callable[..., Any]]:
   except TypeError:  # an unhashable shape
     return None
   if fn is None:
-    fn = jax.jit(lambda root, hashes: initializer(_fold_chain(root, hashes),
-                                                  shape),
-                 compiler_options=_AS_EAGER)
+    fn = jax.jit(lambda root, hashes, pattern: initializer(
+        _derive(root, hashes, pattern), shape), static_argnums=2,
+                 compiler_options=_compiler_options())
     _compiled[cache_key] = fn
     if len(_compiled) > _MAX_CACHED:
       _compiled.popitem(last=False)
@@ -214,18 +265,20 @@ def initialize(initializer: Callable[..., Any], key: Any, shape: Any) -> Any:
   """`initializer(key, shape)`, concrete whenever `key` is concrete.
 
   `key` is a traced key (the initializer is traced), a concrete key or a
-  `LazyKey` (one compiled call for trusted initializers, else an eager call
-  on the materialized key).
+  `LazyKey` (zeros / ones: filled on the host; other trusted initializers:
+  one compiled call; the rest: an eager call on the materialized key).
   """
   if is_tracer(key):
     return initializer(key, shape)
-  if not isinstance(key, LazyKey):
-    key = LazyKey(key, ())
+  key = _lazy(key)
   with jax.ensure_compile_time_eval():
+    filled = _fill(initializer, shape)
+    if filled is not None:
+      return jnp.asarray(filled)
     fn = _compiled_initializer(initializer, shape)
     if fn is not None:
       try:
-        return fn(key.root, _hash_array(key.hashes))
+        return fn(*key.program_args())
       except Exception:  # pylint: disable=broad-except
         pass  # the eager call below raises the error users know, if any
     return initializer(materialize(key), shape)

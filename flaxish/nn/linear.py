@@ -74,7 +74,7 @@ class Dense(base.Module):
     kernel = utils.param(self, 'kernel', (inputs.shape[-1], features),
                          kernel_init, param_dtype)
     y = dense_dot(inputs, jnp.asarray(kernel, dtype), (inputs.ndim - 1,),
-                  precision)
+                  precision, plain=self.is_initializing())
     if bias:
       b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
       y = y + jnp.asarray(b, dtype)
@@ -181,7 +181,8 @@ class DenseGeneral(base.Module):
           ((axis, contract), (batch_dims, tuple(range(n_batch)))),
           precision=precision)
     else:
-      y = dense_dot(inputs, kernel, axis, precision)
+      y = dense_dot(inputs, kernel, axis, precision,
+                    plain=self.is_initializing())
     if bias:
       b = self.param(
           'bias', batch_shape + features,

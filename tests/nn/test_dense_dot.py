@@ -162,6 +162,29 @@ def test_other_platforms_get_the_plain_program(monkeypatch):
   assert _tensor_types(hlo) == _tensor_types(_scan_grad_hlo(_plain))
 
 
+def test_plain_flag_and_initialization_skip_the_custom_rule():
+  """`plain=True` (what Dense passes while initializing) traces
+  `lax.dot_general` itself: no custom_jvp, no barrier in the gradient."""
+  from flaxish import nn  # pylint: disable=g-import-not-at-top
+  x, k = _inputs((16, 8), (1,), (4,))
+  loss = lambda k, plain: jnp.sum(dense_dot(x, k, (1,), plain=plain) ** 2)
+  assert 'custom_jvp' in str(jax.make_jaxpr(loss, static_argnums=1)(k, False))
+  assert 'custom_jvp' not in str(jax.make_jaxpr(loss, static_argnums=1)(k,
+                                                                      True))
+  grad = jax.jit(jax.grad(loss), static_argnums=1)
+  np.testing.assert_allclose(grad(k, True), grad(k, False), rtol=1e-6)
+  assert 'optimization_barrier' not in grad.trace(k, True).lower().as_text()
+
+  for layer in (nn.Dense.partial(features=3),
+                nn.DenseGeneral.partial(features=3, axis=-1)):
+    init = jax.make_jaxpr(lambda x: layer.init(jax.random.PRNGKey(0), x))(x)
+    assert 'custom_jvp' not in str(init)
+    apply = jax.make_jaxpr(
+        lambda p, x: layer.call(p, x))(layer.init(jax.random.PRNGKey(0),
+                                                  x)[1], x)
+    assert 'custom_jvp' in str(apply)
+
+
 def test_forward_pass_is_the_plain_product():
   x, k = _inputs((16, 8), (1,), (4,))
   forward = jax.jit(lambda k: dense_dot(x, k, (1,))).trace(k).lower().as_text()

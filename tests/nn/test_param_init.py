@@ -191,3 +191,119 @@ def test_every_library_initializer_gives_its_eager_value(initializer):
   expected = initializer(_fold(rng, 'w'), shape)
   _assert_identical(Net.init(rng, X)[1]['w'], expected)
   _assert_identical(Net.init_by_shape(rng, [X.shape])[1]['w'], expected)
+
+
+class StateThenParam(nn.Module):
+  """Random state, then a parameter, then more state: the parameter's key
+  comes from the frame key after one split (reference 1.1)."""
+
+  def apply(self, x):
+    a = self.state('a', (3,), init.normal(1.0))
+    w = self.param('w', (3,), init.uniform(1.0))
+    b = self.state('b', (2,), init.normal(0.5))
+    z = self.state('z', (2,), init.zeros)
+    return x + a.value.sum() + w.sum() + b.value.sum() + z.value.sum()
+
+
+def _state_then_param_reference(rng):
+  k1, key_a = jax.random.split(rng)  # the root frame's key is the rng
+  k2, key_b = jax.random.split(k1)
+  params = {'w': init.uniform(1.0)(_fold(k1, 'w'), (3,))}
+  state = {'/net': {'a': init.normal(1.0)(key_a, (3,)),
+                    'b': init.normal(0.5)(key_b, (2,)),
+                    'z': jnp.zeros((2,))}}
+  del k2  # the key after the third split: unused
+  return params, state
+
+
+@pytest.mark.parametrize('how', ['init', 'init_by_shape', 'jit_init'])
+def test_split_keys_match_the_eager_splits(how):
+  rng = jax.random.PRNGKey(4)
+  expected_params, expected_state = _state_then_param_reference(rng)
+
+  def run(r):
+    with nn.stateful() as state:
+      if how == 'init_by_shape':
+        _, params = StateThenParam.init_by_shape(r, [()], name='net')
+      else:
+        _, params = StateThenParam.init(r, jnp.float32(1.), name='net')
+    return params, state.as_dict()
+
+  params, state = jax.jit(run)(rng) if how == 'jit_init' else run(rng)
+  _assert_identical(params, expected_params)
+  _assert_identical(state, expected_state)
+
+
+def test_lazy_keys_compute_nothing_until_materialized():
+  rng = jax.random.PRNGKey(3)
+  left, right = _param_init.split(_param_init.fold_in_name(rng, 'a'))
+  assert isinstance(left, _param_init.LazyKey)
+  assert isinstance(right, _param_init.LazyKey)
+  expected = jax.random.split(_fold(rng, 'a'))
+  np.testing.assert_array_equal(_param_init.materialize(left), expected[0])
+  np.testing.assert_array_equal(_param_init.materialize(right), expected[1])
+  leaf = _param_init.fold_in_name(right, 'b')
+  np.testing.assert_array_equal(_param_init.materialize(leaf),
+                                _fold(expected[1], 'b'))
+
+
+def test_zeros_and_ones_are_filled_on_the_host_without_a_program():
+  class Net(nn.Module):
+    def apply(self, x):
+      z = self.param('z', (3, 5), init.zeros)
+      o = self.param('o', (3, 5), init.ones)
+      y = nn.Dense(x, 13, name='d') + nn.Dense(x, 13, param_dtype=jnp.bfloat16,
+                                               name='h')
+      return nn.LayerNorm(y + z.sum() + o.sum(), name='ln')
+
+  before = len(_param_init._compiled)  # pylint: disable=protected-access
+  rng = jax.random.PRNGKey(0)
+  _, params = Net.init_by_shape(rng, [X.shape])
+  # Only the float32 kernel compiled (a bfloat16 one stays eager).
+  assert len(_param_init._compiled) == before + 1  # pylint: disable=protected-access
+  key = jax.random.PRNGKey(0)  # zeros/ones ignore it
+  _assert_identical(params['z'], init.zeros(key, (3, 5)))
+  _assert_identical(params['o'], init.ones(key, (3, 5)))
+  _assert_identical(params['d']['bias'], jnp.zeros((13,)))
+  _assert_identical(params['h']['bias'], jnp.zeros((13,), jnp.bfloat16))
+  _assert_identical(params['ln'], {'scale': jnp.ones((13,)),
+                                   'bias': jnp.zeros((13,))})
+  leaves = jax.tree_util.tree_leaves(params)
+  assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+  # Every parameter owns its buffer: deleting (or donating) one leaves the
+  # others, equal in value, intact.
+  params['z'].delete()
+  np.testing.assert_array_equal(params['ln']['bias'], np.zeros(13))
+
+
+def test_zeros_without_a_dtype_follow_the_x64_default():
+  class Net(nn.Module):
+    def apply(self, x):
+      return self.param('z', (2,), init.zeros)
+
+  with jax.enable_x64(True):
+    _, params = Net.init(jax.random.PRNGKey(0), X)
+    assert params['z'].dtype == init.zeros(None, (2,)).dtype == jnp.float64
+  _, params = Net.init(jax.random.PRNGKey(0), X)
+  assert params['z'].dtype == jnp.float32
+
+
+_SHAPE_CASES = [(i, s) for s in [(256, 10), (3, 3, 8, 16), (2048, 512)]
+                for i in (init.lecun_normal(), init.he_normal(),
+                          init.variance_scaling(1.7, 'fan_out',
+                                                'truncated_normal'))]
+_SHAPE_CASES += [(i, (1000,)) for i in (init.normal(0.02), init.uniform(0.07),
+                                        init.truncated_normal(0.1))]
+
+
+@pytest.mark.parametrize('initializer,shape', _SHAPE_CASES)
+def test_compiled_initializers_match_eager_on_more_shapes(initializer, shape):
+  """XLA:CPU vectorizes small and large shapes differently; at the reduced
+  LLVM optimization level the values stay those of eager execution."""
+  class Net(nn.Module):
+    def apply(self, x):
+      return self.param('w', shape, initializer)
+
+  rng = jax.random.PRNGKey(7)
+  expected = initializer(_fold(rng, 'w'), shape)
+  _assert_identical(Net.init_by_shape(rng, [X.shape])[1]['w'], expected)
