@@ -127,19 +127,19 @@ def _derive(root, hashes, pattern):
   return key
 
 
-_materialize = None
+@functools.lru_cache(maxsize=None)
+def _materializer() -> Callable[..., Any]:
+  # Made on first use: choosing the options starts JAX's backend.
+  return jax.jit(_derive, static_argnums=2,
+                 compiler_options=_compiler_options())
 
 
 def materialize(rng: Any) -> Any:
   """The key a `LazyKey` stands for (other keys are returned as they are)."""
-  global _materialize
   if not isinstance(rng, LazyKey):
     return rng
-  if _materialize is None:
-    _materialize = jax.jit(_derive, static_argnums=2,
-                           compiler_options=_compiler_options())
   with jax.ensure_compile_time_eval():
-    return _materialize(*rng.program_args())
+    return _materializer()(*rng.program_args())
 
 
 def cast(initializer: Callable[..., Any], dtype: Any) -> Callable[..., Any]:
