@@ -162,10 +162,12 @@ def test_other_platforms_get_the_plain_program(monkeypatch):
   assert _tensor_types(hlo) == _tensor_types(_scan_grad_hlo(_plain))
 
 
-def test_plain_flag_and_initialization_skip_the_custom_rule():
+def test_plain_flag_and_initialization_skip_the_custom_rule(monkeypatch):
   """`plain=True` (what Dense passes while initializing) traces
   `lax.dot_general` itself: no custom_jvp, no barrier in the gradient."""
   from flaxish import nn  # pylint: disable=g-import-not-at-top
+  from flaxish.nn import _dense_dot  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(_dense_dot, '_cpu_form', lambda: True)  # any backend
   x, k = _inputs((16, 8), (1,), (4,))
   loss = lambda k, plain: jnp.sum(dense_dot(x, k, (1,), plain=plain) ** 2)
   assert 'custom_jvp' in str(jax.make_jaxpr(loss, static_argnums=1)(k, False))

@@ -207,12 +207,11 @@ class StateThenParam(nn.Module):
 
 def _state_then_param_reference(rng):
   k1, key_a = jax.random.split(rng)  # the root frame's key is the rng
-  k2, key_b = jax.random.split(k1)
+  _, key_b = jax.random.split(k1)
   params = {'w': init.uniform(1.0)(_fold(k1, 'w'), (3,))}
   state = {'/net': {'a': init.normal(1.0)(key_a, (3,)),
                     'b': init.normal(0.5)(key_b, (2,)),
                     'z': jnp.zeros((2,))}}
-  del k2  # the key after the third split: unused
   return params, state
 
 
