@@ -275,6 +275,18 @@ def test_zeros_and_ones_are_filled_on_the_host_without_a_program():
   np.testing.assert_array_equal(params['ln']['bias'], np.zeros(13))
 
 
+def test_a_bad_shape_for_zeros_gives_the_initializers_own_error():
+  class Net(nn.Module):
+    def apply(self, x):
+      return self.param('z', (2, -1), init.zeros)
+
+  with pytest.raises(TypeError) as expected:
+    init.zeros(None, (2, -1))
+  with pytest.raises(TypeError) as raised:
+    Net.init(jax.random.PRNGKey(0), X)
+  assert str(raised.value) == str(expected.value)
+
+
 def test_zeros_without_a_dtype_follow_the_x64_default():
   class Net(nn.Module):
     def apply(self, x):
