@@ -71,9 +71,10 @@ def _plain(inputs, kernel, axis, precision):
                          precision=precision)
 
 
-def _kernel_tangent_cpu(inputs, kernel_dot, axis, precision):
+def _kernel_tangent(inputs, kernel_dot, axis, precision):
   """`inputs` (contracted over `axis`) times the kernel's tangent, through a
-  written-out `(n_in, n_rows)` transpose of `inputs`."""
+  written-out `(n_in, n_rows)` transpose of `inputs` (the CPU form: the rule
+  is only traced when `_cpu_form()`)."""
   free = tuple(a for a in range(inputs.ndim) if a not in axis)
   n_in = int(np.prod([inputs.shape[a] for a in axis], dtype=np.int64))
   rows = tuple(inputs.shape[a] for a in free)
@@ -85,14 +86,8 @@ def _kernel_tangent_cpu(inputs, kernel_dot, axis, precision):
 
 
 def _cpu_form() -> bool:
-  """Whether the kernel tangent takes its CPU form (default backend CPU)."""
+  """Whether traced products take the custom rule (default backend CPU)."""
   return jax.default_backend() == 'cpu'
-
-
-def _kernel_tangent(inputs, kernel_dot, axis, precision):
-  if _cpu_form():
-    return _kernel_tangent_cpu(inputs, kernel_dot, axis, precision)
-  return _plain(inputs, kernel_dot, axis, precision)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
