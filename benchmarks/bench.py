@@ -3,6 +3,7 @@
     python -m benchmarks.bench                       # preset for this backend
     python -m benchmarks.bench --preset=tiny --workloads=mnist_cnn,mlp
     python -m benchmarks.bench --set resnet50.size=128 --set resnet50.batch=32
+    python -m benchmarks.bench --update --workloads=resnet50   # redo one
 
 Runs every workload (MNIST CNN, ResNet-18, ResNet-50, Transformer LM, and
 the un-jitted MLP call), writes the raw figures to
@@ -36,8 +37,9 @@ SETTINGS = {
                  call_rounds=1, calls=3),
     'cpu': dict(rounds=5, steps=6, warmup=2, cold_rounds=1, warm_rounds=3,
                 call_rounds=7, calls=50),
-    # On a GPU: no init timings (the CPU run has them), one compile each.
-    'gpu': dict(rounds=5, steps=20, warmup=5, cold_rounds=1, warm_rounds=0,
+    # On a GPU: no cold init timings (compile-bound; the CPU run has them),
+    # one compile each.
+    'gpu': dict(rounds=5, steps=20, warmup=5, cold_rounds=1, warm_rounds=3,
                 cold_init=False, warm_compile=True, call_rounds=7,
                 calls=100),
 }
@@ -116,6 +118,10 @@ def parse_args(argv=None):
   parser.add_argument('--label', help='section title (default: the device)')
   parser.add_argument('--json', help='output file (default: '
                       'benchmarks/results/<cpu|gpu>.json)')
+  parser.add_argument('--update', action='store_true',
+                      help='keep the workloads of the existing JSON file '
+                      'that this run does not measure (same device, '
+                      'versions and settings): a suite in several parts')
   parser.add_argument('--markdown', default=os.path.join(HERE, 'RESULTS.md'),
                       help='report rendered from all results/*.json; '
                       '"" to skip')
@@ -149,6 +155,7 @@ def run(args, log=print, on_progress=None) -> Dict[str, Any]:
           f'CPU: {os.cpu_count()} cores'),
       'machine': _machine(), 'versions': _versions(), 'preset': preset,
       'settings': {k: v for k, v in vars(settings).items() if k != 'impls'},
+      'workloads': args.workloads.split(','),
       'load_before': _load(),
       'memory_method': (
           'none measured; XLA estimate only' if args.memory == 'none' else
@@ -162,6 +169,8 @@ def run(args, log=print, on_progress=None) -> Dict[str, Any]:
       f'{preset}' + ('' if have_flax else ' | flax not installed: no Linen '
                      'column'))
   results: Dict[str, Any] = {'meta': meta, 'workloads': {}}
+  if on_progress:  # before any work: --update refuses an incomparable run
+    on_progress(results)
   start = time.perf_counter()
   for name in args.workloads.split(','):
     log(f'{name}:')
@@ -185,6 +194,31 @@ def run(args, log=print, on_progress=None) -> Dict[str, Any]:
   meta['wall_s'] = time.perf_counter() - start
   meta['load_after'] = _load()
   return results
+
+
+RUN_FIELDS = ('date', 'command', 'wall_s', 'load_before', 'load_after',
+              'workloads')
+SAME_FIELDS = ('platform', 'device_kind', 'preset', 'versions', 'settings',
+               'memory_method')
+
+
+def merge(earlier: Dict[str, Any], results: Dict[str, Any]) -> Dict[str, Any]:
+  """`earlier`'s figures with those of `results` replacing them where both
+  have them; `meta['runs']` lists the runs (date, command, wall time,
+  load, workloads). Raises SystemExit where the runs are not comparable."""
+  old, new = earlier['meta'], results['meta']
+  for key in SAME_FIELDS:
+    if old.get(key) != new.get(key):
+      raise SystemExit(f'--update: {key} differs from the earlier run\'s '
+                       f'({new.get(key)!r} vs {old.get(key)!r}); run the '
+                       'whole suite instead')
+  runs = old.get('runs') or [{k: old.get(k) for k in RUN_FIELDS}]
+  merged = {**earlier, **results,
+            'workloads': {**earlier.get('workloads', {}),
+                          **results['workloads']}}
+  merged['meta'] = {**new,
+                    'runs': runs + [{k: new.get(k) for k in RUN_FIELDS}]}
+  return merged
 
 
 def write_json(results: Dict[str, Any], json_path: str):
@@ -219,8 +253,13 @@ def main(argv=None):
   json_path = args.json or os.path.join(
       RESULTS_DIR, f'{"cpu" if jax.default_backend() == "cpu" else "gpu"}'
       '.json')
-  results = run(args, on_progress=lambda r: write_json(r, json_path))
-  write(results, json_path, args.markdown)
+  earlier = None
+  if args.update and os.path.exists(json_path):
+    with open(json_path) as f:
+      earlier = json.load(f)
+  combine = (lambda r: merge(earlier, r)) if earlier else (lambda r: r)
+  results = run(args, on_progress=lambda r: write_json(combine(r), json_path))
+  write(combine(results), json_path, args.markdown)
   print(f'wrote {json_path}' + (f' and {args.markdown}' if args.markdown
                                 else ''))
 

@@ -10,9 +10,10 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ['render', 'goal_rows', 'workload_rows', 'step_ratio', 'GOALS']
 
-IMPLS = ('flaxish', 'plain_jax', 'linen')
+CONTROL = 'plain_jax_again'  # = workloads.CONTROL (no JAX import here)
+IMPLS = ('flaxish', 'plain_jax', CONTROL, 'linen')
 LABEL = {'flaxish': 'flaxish', 'plain_jax': 'plain JAX',
-         'linen': 'Linen + optax'}
+         CONTROL: 'plain JAX again', 'linen': 'Linen + optax'}
 GOALS = {
     'steady': ('steady-state train step <= 1.02x plain JAX', 1.02),
     'init_by_shape': ("`init_by_shape` <= 0.5x Linen's `init`", 0.5),
@@ -123,9 +124,21 @@ ROWS = [  # (metric, label, formatter)
 ]
 
 
+def _ratio_columns(fig: _Figures) -> List[tuple]:
+  """`(header, impl, reference)` of the ratio columns of a workload table;
+  the control column (plain JAX compiled again) shows the resolution."""
+  cols = [('flaxish / plain JAX', 'flaxish', 'plain_jax')]
+  if 'linen' in fig.impls:
+    cols.append(('flaxish / Linen', 'flaxish', 'linen'))
+  if CONTROL in fig.impls:
+    cols.append(('plain JAX again / plain JAX', CONTROL, 'plain_jax'))
+  return cols
+
+
 def workload_rows(result: Dict[str, Any]) -> List[List[str]]:
   """Table rows: metric, one column per implementation, and the ratios
-  flaxish / plain JAX and flaxish / Linen (per-round range in brackets)."""
+  flaxish / plain JAX, flaxish / Linen and the control's (per-round range
+  in brackets)."""
   fig = _Figures(result)
   rows = []
   for metric, label, fmt in ROWS:
@@ -133,9 +146,8 @@ def workload_rows(result: Dict[str, Any]) -> List[List[str]]:
     if all(v is None for v in values):
       continue
     row = [label] + [fmt(v) if v is not None else '' for v in values]
-    for ref in ('plain_jax', 'linen'):
-      if ref in fig.impls:
-        row.append(fmt_ratio(*fig.ratio(metric, 'flaxish', ref)))
+    for _, impl, ref in _ratio_columns(fig):
+      row.append(fmt_ratio(*fig.ratio(metric, impl, ref)))
     rows.append(row)
   step = {n: fig.get(n, 'step')[0] for n in fig.impls}
   unit = result['unit']
@@ -215,8 +227,10 @@ def goal_rows(results: Dict[str, Any]) -> List[List[str]]:
           rows.append([plat, f'{label} ({kind})', name, fmt_ratio(a / b), v])
         continue
       r, spread = fig.ratio(metric, 'flaxish', ref)
-      rows.append([plat, label, name, fmt_ratio(r, spread),
-                   verdict(r, target)])
+      text = fmt_ratio(r, spread)
+      if ref == 'plain_jax' and CONTROL in fig.impls:
+        text += '; control ' + fmt_ratio(*fig.ratio(metric, CONTROL, ref))
+      rows.append([plat, label, name, text, verdict(r, target)])
   call = results.get('call_overhead')
   if call and 'linen' in call['impls']:
     over = _overheads(call)
@@ -239,20 +253,26 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
   return '\n'.join(lines)
 
 
+def _run_line(run: Dict[str, Any], name_workloads: bool) -> str:
+  part = (f' ({", ".join(run.get("workloads") or [])})' if name_workloads
+          else '')
+  return (f'- Run{part}: {run.get("date", "")}, {run.get("wall_s") or 0:.0f}'
+          f' s; load average {run.get("load_before", "?")} before, '
+          f'{run.get("load_after", "?")} after; `{run.get("command", "")}`')
+
+
 def _meta_lines(meta: Dict[str, Any]) -> List[str]:
   v = meta.get('versions', {})
   versions = ', '.join(f'{k} {v[k]}' for k in ('python', 'jax', 'jaxlib',
                                                 'flax', 'optax', 'numpy')
                        if v.get(k))
   s = meta.get('settings', {})
+  runs = meta.get('runs') or [meta]
   return [
       f'- Machine: {meta.get("machine", "")}',
       f'- Device: {meta.get("device_kind", "")} '
       f'({meta.get("platform", "")}); {versions}',
-      f'- Run: {meta.get("date", "")}, {meta.get("wall_s", 0):.0f} s; load '
-      f'average {meta.get("load_before", "?")} before, '
-      f'{meta.get("load_after", "?")} after',
-      f'- Command: `{meta.get("command", "")}`',
+      *[_run_line(run, len(runs) > 1) for run in runs],
       f'- Settings: preset `{meta.get("preset", "")}`; cold rounds '
       f'{s.get("cold_rounds")}, warm init rounds {s.get("warm_rounds")}, '
       f'steady state {s.get("rounds")} rounds x {s.get("steps")} steps '
@@ -269,9 +289,8 @@ def render_results(results: Dict[str, Any]) -> str:
   out += _meta_lines(meta) + ['']
   for name, res in results.get('workloads', {}).items():
     fig = _Figures(res)
-    header = ['', *[LABEL[n] for n in fig.impls], 'flaxish / plain JAX']
-    if 'linen' in fig.impls:
-      header.append('flaxish / Linen')
+    header = ['', *[LABEL[n] for n in fig.impls],
+              *[h for h, _, _ in _ratio_columns(fig)]]
     out += [f'### {name}: {res["title"]}', '']
     out.append(_table(header, workload_rows(res)))
     check = res.get('check', {})

@@ -89,7 +89,8 @@ def test_train_steps_agree_after_one_update():
 def test_runner_writes_json_and_markdown_rows(tmp_path):
   json_path, md_path = tmp_path / 'cpu.json', tmp_path / 'RESULTS.md'
   bench.main(['--preset=tiny', '--workloads=mnist_cnn,mlp', '--memory=none',
-              '--cold-init=0', '--warm-rounds=0', '--impls=flaxish,plain_jax',
+              '--cold-init=0', '--warm-rounds=0',
+              '--impls=flaxish,plain_jax,plain_jax_again',
               f'--json={json_path}', f'--markdown={md_path}'])
   results = json.loads(json_path.read_text())
   assert results['meta']['preset'] == 'tiny'
@@ -100,10 +101,14 @@ def test_runner_writes_json_and_markdown_rows(tmp_path):
     assert figures['first_step'][0]['total'] > 0
     assert figures['xla']['peak_bytes'] > 0
   assert mnist['check']['impls']['flaxish']['update'] < 1e-3
+  assert mnist['check']['impls']['plain_jax_again']['update'] == 0
   assert set(results['call_overhead']['impls']) >= {'flaxish', 'plain_jax'}
   text = md_path.read_text()
   assert '### mnist_cnn: MNIST CNN, batch 4' in text
   assert '| steady-state train step |' in text
+  assert '| plain JAX again | flaxish / plain JAX | ' \
+         'plain JAX again / plain JAX |' in text
+  assert '; control ' in text  # beside the steady-state goal's ratio
   assert 'steady-state train step <= 1.02x plain JAX' in text
   assert '### mlp:' in text
 
@@ -124,3 +129,23 @@ def test_report_says_by_how_much_a_goal_is_missed():
   rows = report.goal_rows(results)
   assert rows == [['CPU', 'steady-state train step <= 1.02x plain JAX', 'w',
                    '1.050 (1.05-1.05)', 'missed by 2.9%']]
+
+
+def test_update_keeps_earlier_workloads_and_refuses_other_settings(tmp_path):
+  json_path = tmp_path / 'cpu.json'
+  common = ['--preset=tiny', '--memory=none', '--cold-init=0',
+            '--warm-rounds=0', '--impls=flaxish,plain_jax',
+            f'--json={json_path}', '--markdown=']
+  bench.main(common + ['--workloads=mlp'])
+  bench.main(common + ['--workloads=mnist_cnn', '--update'])
+  results = json.loads(json_path.read_text())
+  assert set(results['workloads']) == {'mnist_cnn'}
+  assert 'flaxish' in results['call_overhead']['impls']
+  assert [r['workloads'] for r in results['meta']['runs']] == [
+      ['mlp'], ['mnist_cnn']]
+  text = report.render_results(results)
+  assert '- Run (mlp):' in text and '- Run (mnist_cnn):' in text
+  before = json_path.read_text()
+  with pytest.raises(SystemExit, match='settings differs'):
+    bench.main(common + ['--workloads=mlp', '--update', '--calls=2'])
+  assert json_path.read_text() == before  # refused before writing anything
