@@ -318,3 +318,22 @@ def test_compiled_initializers_match_eager_on_more_shapes(initializer, shape):
   rng = jax.random.PRNGKey(7)
   expected = initializer(_fold(rng, 'w'), shape)
   _assert_identical(Net.init_by_shape(rng, [X.shape])[1]['w'], expected)
+
+
+def test_other_backends_run_the_initializers_eagerly(monkeypatch):
+  """Where compiled arithmetic may differ from eager (a GPU's FMAs), only
+  the key is computed in one call; the initializer runs eagerly."""
+  monkeypatch.setattr(_param_init, '_initializers_compile_exactly',
+                      lambda: False)
+
+  class Net(nn.Module):
+    def apply(self, x):
+      return nn.Dense(x, 7, kernel_init=init.normal(0.37), name='d')
+
+  before = len(_param_init._compiled)  # pylint: disable=protected-access
+  rng = jax.random.PRNGKey(11)
+  _, params = Net.init_by_shape(rng, [X.shape])
+  assert len(_param_init._compiled) == before  # pylint: disable=protected-access
+  _assert_identical(params['d']['kernel'],
+                    init.normal(0.37)(_fold(rng, 'd', 'kernel'),
+                                      (X.shape[-1], 7)))
