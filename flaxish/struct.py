@@ -51,23 +51,15 @@ def _build(clz: type, values: dict) -> Any:
   return obj
 
 
-def dataclass(clz: _T) -> _T:
-  """Makes `clz` a frozen dataclass, a pytree and serializable.
+def _init_only_stores(data_clz: type, own_init: bool) -> bool:
+  """Whether `__init__` is the generated one, taking every field and doing
+  nothing else (no `__post_init__`, no `init=False` field)."""
+  return (not own_init and not hasattr(data_clz, '__post_init__') and
+          all(f.init for f in dataclasses.fields(data_clz)))
 
-  Adds `replace(**updates)`. Applying it twice is a no-op.
-  """
-  if '_flaxish_dataclass' in clz.__dict__:
-    return clz
-  data_clz = dataclasses.dataclass(frozen=True)(clz)
-  fields = dataclasses.fields(data_clz)
-  data_names = tuple(f.name for f in fields if _is_node(f))
-  meta_names = tuple(f.name for f in fields if not _is_node(f))
 
-  def replace(self, **updates):
-    """A copy with the given fields replaced (runs `__init__`)."""
-    return dataclasses.replace(self, **updates)
-
-  data_clz.replace = replace
+def _register_with_callbacks(data_clz: type, data_names, meta_names):
+  """Registers a pytree whose rebuilding skips `__init__`."""
 
   def flatten_with_keys(x):
     children = tuple((jax.tree_util.GetAttrKey(name), getattr(x, name))
@@ -85,6 +77,35 @@ def dataclass(clz: _T) -> _T:
 
   jax.tree_util.register_pytree_with_keys(
       data_clz, flatten_with_keys, unflatten, flatten_func=flatten)
+
+
+def dataclass(clz: _T) -> _T:
+  """Makes `clz` a frozen dataclass, a pytree and serializable.
+
+  Adds `replace(**updates)`. Applying it twice is a no-op.
+  """
+  if '_flaxish_dataclass' in clz.__dict__:
+    return clz
+  own_init = '__init__' in clz.__dict__
+  data_clz = dataclasses.dataclass(frozen=True)(clz)
+  fields = dataclasses.fields(data_clz)
+  data_names = tuple(f.name for f in fields if _is_node(f))
+  meta_names = tuple(f.name for f in fields if not _is_node(f))
+
+  def replace(self, **updates):
+    """A copy with the given fields replaced (runs `__init__`)."""
+    return dataclasses.replace(self, **updates)
+
+  data_clz.replace = replace
+
+  if _init_only_stores(data_clz, own_init):
+    # JAX flattens these in C++, with no Python callback per node (cheaper
+    # dispatch of every jitted step that takes one); it rebuilds them by
+    # calling `__init__`, which here only stores the fields.
+    jax.tree_util.register_dataclass(data_clz, data_fields=list(data_names),
+                                     meta_fields=list(meta_names))
+  else:
+    _register_with_callbacks(data_clz, data_names, meta_names)
 
   def to_state(x):
     return {name: to_state_dict(getattr(x, name)) for name in data_names}

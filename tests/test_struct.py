@@ -106,6 +106,33 @@ def test_init_false_fields_and_post_init_are_restored():
   assert jax.tree_util.tree_unflatten(treedef, leaves).b == 6
 
 
+def test_own_init_and_post_init_are_not_rerun_by_tree_operations():
+  calls = []
+
+  @struct.dataclass
+  class Scaled:
+    value: Any
+    scale: float = struct.field(pytree_node=False, default=1.)
+
+    def __init__(self, raw, scale=1.):  # takes another argument than the field
+      object.__setattr__(self, 'value', raw * scale)
+      object.__setattr__(self, 'scale', scale)
+
+  @struct.dataclass
+  class Checked:
+    value: Any
+
+    def __post_init__(self):
+      calls.append(self.value)
+
+  s = jax.tree_util.tree_map(lambda v: v + 1, Scaled(2., scale=3.))
+  assert (s.value, s.scale) == (7., 3.)
+  c = jax.jit(lambda c: jax.tree_util.tree_map(lambda v: v * 2, c))(
+      Checked(jnp.ones(2)))
+  np.testing.assert_array_equal(c.value, [2., 2.])
+  assert len(calls) == 1  # the constructor call, not the rebuilds
+
+
 def test_dataclass_twice_is_a_no_op():
   assert struct.dataclass(Point) is Point
 

@@ -41,7 +41,8 @@ class Collection:
     # Subclasses (such as nn.attention.Cache) are pytrees and serialize too.
     super().__init_subclass__(**kwargs)
     jax.tree_util.register_pytree_with_keys(
-        cls, _flatten, functools.partial(_unflatten, cls=cls))
+        cls, _flatten_with_keys, functools.partial(_unflatten, cls=cls),
+        flatten_func=_flatten)
     register_serialization_state(cls, _collection_to_state,
                                  _collection_from_state, override=True)
 
@@ -128,6 +129,7 @@ class Collection:
 
 
 def _flatten(collection: Collection):
+  """`(values in path order, (paths, anchor))`."""
   if collection._mutable:  # pylint: disable=protected-access
     raise ValueError(
         'a mutable Collection cannot be passed through a JAX transformation '
@@ -135,8 +137,13 @@ def _flatten(collection: Collection):
         '`nn.stateful()` / `mutate()` block first and pass the collection '
         'it produced, which is immutable')
   keys = tuple(sorted(collection.state))
-  children = [(jax.tree_util.DictKey(k), collection.state[k]) for k in keys]
-  return children, (keys, collection._anchor)  # pylint: disable=protected-access
+  return ([collection.state[k] for k in keys],
+          (keys, collection._anchor))  # pylint: disable=protected-access
+
+
+def _flatten_with_keys(collection: Collection):
+  values, aux = _flatten(collection)
+  return [(jax.tree_util.DictKey(k), v) for k, v in zip(aux[0], values)], aux
 
 
 def _unflatten(aux, values, cls=None) -> Collection:
@@ -151,7 +158,8 @@ def _unflatten(aux, values, cls=None) -> Collection:
   return collection
 
 
-jax.tree_util.register_pytree_with_keys(Collection, _flatten, _unflatten)
+jax.tree_util.register_pytree_with_keys(Collection, _flatten_with_keys,
+                                        _unflatten, flatten_func=_flatten)
 
 
 def _collection_to_state(collection: Collection) -> Dict[str, Any]:
