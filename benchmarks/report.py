@@ -279,7 +279,7 @@ def _meta_lines(meta: Dict[str, Any]) -> List[str]:
       f'after {s.get("warmup")} warm-up steps; un-jitted calls '
       f'{s.get("call_rounds")} rounds x {s.get("calls")}; memory: '
       f'{meta.get("memory_method", "")}',
-  ]
+  ] + ([f'- Note: {meta["note"]}'] if meta.get('note') else [])
 
 
 def render_results(results: Dict[str, Any]) -> str:
