@@ -15,6 +15,7 @@ pytree fields; static fields are not serialized and are kept from the target
 on restore. `PyTreeNode` is a base class that does the same to subclasses.
 """
 import dataclasses
+import inspect
 from typing import Any, TypeVar
 
 import jax
@@ -52,10 +53,12 @@ def _build(clz: type, values: dict) -> Any:
 
 
 def _init_only_stores(data_clz: type, own_init: bool) -> bool:
-  """Whether `__init__` is the generated one, taking every field and doing
-  nothing else (no `__post_init__`, no `init=False` field)."""
-  return (not own_init and not hasattr(data_clz, '__post_init__') and
-          all(f.init for f in dataclasses.fields(data_clz)))
+  """Whether `__init__` is the generated one, taking exactly the fields and
+  doing nothing else (no `__post_init__`, `init=False` field or `InitVar`)."""
+  if own_init or hasattr(data_clz, '__post_init__'):
+    return False
+  params = list(inspect.signature(data_clz.__init__).parameters)[1:]
+  return params == [f.name for f in dataclasses.fields(data_clz)]
 
 
 def _register_with_callbacks(data_clz: type, data_names, meta_names):

@@ -106,7 +106,7 @@ def test_init_false_fields_and_post_init_are_restored():
   assert jax.tree_util.tree_unflatten(treedef, leaves).b == 6
 
 
-def test_own_init_and_post_init_are_not_rerun_by_tree_operations():
+def test_own_init_post_init_and_init_vars_survive_tree_operations():
   calls = []
 
   @struct.dataclass
@@ -125,6 +125,13 @@ def test_own_init_and_post_init_are_not_rerun_by_tree_operations():
     def __post_init__(self):
       calls.append(self.value)
 
+  @struct.dataclass
+  class WithInitVar:
+    value: Any
+    unit: dataclasses.InitVar[str]  # required by __init__, not a field
+
+  w = jax.tree_util.tree_map(lambda v: v * 2, WithInitVar(1.5, 'm'))
+  assert w.value == 3.
   s = jax.tree_util.tree_map(lambda v: v + 1, Scaled(2., scale=3.))
   assert (s.value, s.scale) == (7., 3.)
   c = jax.jit(lambda c: jax.tree_util.tree_map(lambda v: v * 2, c))(

@@ -6,7 +6,8 @@
 from benchmarks.workloads import mlp, mnist_cnn, resnet, transformer_lm
 from benchmarks.workloads.base import Impl, Workload, have_flax
 
-__all__ = ['TRAINING', 'PRESETS', 'CONTROL', 'build', 'Impl', 'Workload', 'have_flax']
+__all__ = ['TRAINING', 'PRESETS', 'CONTROL', 'build', 'Impl', 'Workload',
+           'have_flax']
 
 TRAINING = ('mnist_cnn', 'resnet18', 'resnet50', 'transformer_lm')
 PRESETS = ('tiny', 'cpu', 'gpu')
