@@ -128,11 +128,13 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def run(args, log=print, on_progress=None) -> Dict[str, Any]:
+def run(args, log=print, on_progress=None,
+        on_start=None) -> Dict[str, Any]:
   """Runs the suite; returns the results dict.
 
-  `on_progress(results)` is called after every workload (to save partial
-  results).
+  `on_start(results)` is called before any measurement (it may refuse the
+  run by raising), `on_progress(results)` after every workload (to save
+  partial results).
   """
   jax.config.update('jax_enable_compilation_cache', False)
   backend = jax.default_backend()
@@ -169,8 +171,8 @@ def run(args, log=print, on_progress=None) -> Dict[str, Any]:
       f'{preset}' + ('' if have_flax else ' | flax not installed: no Linen '
                      'column'))
   results: Dict[str, Any] = {'meta': meta, 'workloads': {}}
-  if on_progress:  # before any work: --update refuses an incomparable run
-    on_progress(results)
+  if on_start:
+    on_start(results)
   start = time.perf_counter()
   for name in args.workloads.split(','):
     log(f'{name}:')
@@ -258,7 +260,8 @@ def main(argv=None):
     with open(json_path) as f:
       earlier = json.load(f)
   combine = (lambda r: merge(earlier, r)) if earlier else (lambda r: r)
-  results = run(args, on_progress=lambda r: write_json(combine(r), json_path))
+  results = run(args, on_progress=lambda r: write_json(combine(r), json_path),
+                on_start=combine)  # --update: refuses an incomparable run
   write(combine(results), json_path, args.markdown)
   print(f'wrote {json_path}' + (f' and {args.markdown}' if args.markdown
                                 else ''))
