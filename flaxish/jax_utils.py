@@ -15,16 +15,18 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-__all__ = ['replicate', 'unreplicate', 'pmean', 'prefetch_to_device',
-           'scan_in_dim', 'partial_eval_by_shape']
+__all__ = ['replicate', 'unreplicate', 'replicate_leaves',
+           'unreplicate_leaves', 'pmean', 'prefetch_to_device', 'scan_in_dim',
+           'partial_eval_by_shape', 'parse_input_spec', 'is_shape']
 
 
-def _is_shape(x) -> bool:
+def is_shape(x) -> bool:
+  """True for a tuple or list of integers."""
   return isinstance(x, (tuple, list)) and all(
       isinstance(d, (int, np.integer)) for d in x)
 
 
-def _parse_spec(spec) -> Any:
+def parse_input_spec(spec) -> Any:
   """Turns an input spec into a pytree of `jax.ShapeDtypeStruct`s.
 
   A spec is a `(shape, dtype)` pair, a bare shape (float32), anything with
@@ -32,16 +34,16 @@ def _parse_spec(spec) -> Any:
   """
   if hasattr(spec, 'shape') and hasattr(spec, 'dtype'):
     return jax.ShapeDtypeStruct(spec.shape, spec.dtype)
-  if _is_shape(spec):
+  if is_shape(spec):
     return jax.ShapeDtypeStruct(tuple(spec), jnp.float32)
   if (isinstance(spec, (tuple, list)) and len(spec) == 2 and
-      _is_shape(spec[0]) and not _is_shape(spec[1]) and
+      is_shape(spec[0]) and not is_shape(spec[1]) and
       not isinstance(spec[1], (tuple, list, dict))):
     return jax.ShapeDtypeStruct(tuple(spec[0]), jnp.dtype(spec[1]))
   if isinstance(spec, dict):
-    return {k: _parse_spec(v) for k, v in spec.items()}
+    return {k: parse_input_spec(v) for k, v in spec.items()}
   if isinstance(spec, (tuple, list)):
-    return type(spec)(_parse_spec(s) for s in spec)
+    return type(spec)(parse_input_spec(s) for s in spec)
   raise ValueError(f'invalid input spec {spec!r}: expected a (shape, dtype) '
                    'pair, a shape tuple, or an object with .shape and .dtype')
 
@@ -57,9 +59,9 @@ def partial_eval_by_shape(fn: Callable, input_spec: Sequence[Any], *args,
 
   Arguments:
     fn: the function to evaluate.
-    input_spec: a sequence with one spec per input (see `_parse_spec`).
+    input_spec: a sequence with one spec per input (see `parse_input_spec`).
   """
-  structs = [_parse_spec(spec) for spec in input_spec]
+  structs = [parse_input_spec(spec) for spec in input_spec]
   known = {}
 
   def traced(*inputs):
@@ -97,7 +99,7 @@ def _device_mesh_sharding(devices: Sequence[Any],
   return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
-def _replicate_leaves(tree: Any, devices: Sequence[Any],
+def replicate_leaves(tree: Any, devices: Sequence[Any],
                       axis_name: str = 'batch') -> Any:
   """Stacks one copy of every leaf per device, with no hooks applied.
 
@@ -149,7 +151,7 @@ def replicate(tree: Any, devices: Optional[Sequence[Any]] = None, *,
     return x
 
   tree = jax.tree_util.tree_map(rep, tree, is_leaf=_has_hook(_REPLICATE_HOOK))
-  return _replicate_leaves(tree, devices, axis_name)
+  return replicate_leaves(tree, devices, axis_name)
 
 
 def _first_copy(x: Any) -> Any:
@@ -165,7 +167,8 @@ def _first_copy(x: Any) -> Any:
   return x[0]
 
 
-def _unreplicate_leaves(tree: Any) -> Any:
+def unreplicate_leaves(tree: Any) -> Any:
+  """Row 0 of every leaf, with no hooks applied."""
   return jax.tree_util.tree_map(_first_copy, tree)
 
 
@@ -181,7 +184,7 @@ def unreplicate(tree: Any) -> Any:
 
   tree = jax.tree_util.tree_map(unrep, tree,
                                 is_leaf=_has_hook(_UNREPLICATE_HOOK))
-  return _unreplicate_leaves(tree)
+  return unreplicate_leaves(tree)
 
 
 def pmean(xs: Any, axis_name: Any) -> Any:

@@ -84,7 +84,7 @@ class Module:
   @classmethod
   def _run(cls, frame: ModuleFrame, args, kwargs) -> Any:
     instance = object.__new__(cls)
-    instance._frame = frame  # pylint: disable=protected-access
+    instance._frame = frame
     with _module_stack.scope(frame), jax.named_scope(
         frame.name or cls.__name__):
       y = instance.apply(*args, **kwargs)
@@ -291,7 +291,7 @@ class Module:
     """
     _check_rng(_rng, f'{cls.__name__}.init_by_shape')
     if (not isinstance(input_specs, (list, tuple)) or
-        jax_utils._is_shape(input_specs)):  # pylint: disable=protected-access
+        jax_utils.is_shape(input_specs)):
       raise TypeError(f'{cls.__name__}.init_by_shape expects a list of input '
                       f'specs [(shape, dtype), ...], got {input_specs!r}')
     _check_arity(cls, len(input_specs) + len(args), kwargs)
@@ -357,7 +357,7 @@ def _init_with_traced_rng(lazy_init, input_specs, captured):
   abstract evaluation. The module runs on zero inputs instead; under `jit`
   its input-dependent outputs are unused, so XLA removes that computation.
   """
-  structs = [jax_utils._parse_spec(s) for s in input_specs]  # pylint: disable=protected-access
+  structs = [jax_utils.parse_input_spec(s) for s in input_specs]
   zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                  structs)
   y = lazy_init(*zeros)
@@ -441,7 +441,7 @@ class _OutputRecorder:
   def on_output(self, frame: ModuleFrame, cls, y: Any) -> None:
     del cls
     with _module_stack.scope(frame):
-      self.outputs._append_output(y)  # pylint: disable=protected-access
+      self.outputs._append_output(y)
 
 
 @contextlib.contextmanager

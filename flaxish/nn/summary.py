@@ -107,7 +107,7 @@ def tabulate(module_or_model: Any, *inputs, rng: Optional[Any] = None,
   """
   from flaxish.nn.model import Model  # pylint: disable=g-import-not-at-top
   recorder = _Recorder()
-  specs = [jax_utils._parse_spec(x) for x in inputs]  # pylint: disable=protected-access
+  specs = [jax_utils.parse_input_spec(x) for x in inputs]
   with module_lib.output_trackers.scope(recorder):
     if isinstance(module_or_model, Model):
       params = module_or_model.params

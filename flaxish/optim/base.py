@@ -339,7 +339,7 @@ class Optimizer:
                        'unreplicate() first to replicate it differently')
     devices = list(devices) if devices is not None else jax.local_devices()
     opt_def = ReplicatedOptimizer(self.optimizer_def, devices, axis_name)
-    return jax_utils._replicate_leaves(self.replace(optimizer_def=opt_def),
+    return jax_utils.replicate_leaves(self.replace(optimizer_def=opt_def),
                                        devices, axis_name)
 
   def unreplicate(self) -> 'Optimizer':
@@ -350,7 +350,7 @@ class Optimizer:
           'from optimizer.replicate() or jax_utils.replicate()); use it '
           'as it is')
     optimizer = self.replace(optimizer_def=self.optimizer_def.optimizer_def)
-    return jax_utils._unreplicate_leaves(optimizer)
+    return jax_utils.unreplicate_leaves(optimizer)
 
   def _jax_utils_replicate(self, devices):
     # Called by jax_utils.replicate before it stacks the leaves.
@@ -444,12 +444,12 @@ class ReplicatedOptimizer(OptimizerDef):
 
   def state_dict(self, target, state):
     if _has_device_axis(state):
-      target, state = jax_utils._unreplicate_leaves((target, state))
+      target, state = jax_utils.unreplicate_leaves((target, state))
     return self.optimizer_def.state_dict(target, state)
 
   def restore_state(self, opt_target, opt_state, state_dict):
     if _has_device_axis(opt_state):
-      state_dict = jax_utils._replicate_leaves(
+      state_dict = jax_utils.replicate_leaves(
           state_dict, self.devices, self.axis_name or 'batch')
     return self.optimizer_def.restore_state(opt_target, opt_state, state_dict)
 
