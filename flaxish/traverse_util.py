@@ -13,7 +13,11 @@ Traversals compose: `t['key']` (dict items, list/tuple indices or slices,
 namedtuple fields), `t.attr` (attributes of dataclasses, namedtuples and
 objects), `t.each()` (elements of a list/tuple, values of a dict),
 `t.tree()` (the leaves of a pytree), `t.filter(fn)`, `t.compose(other)` and
-`t.merge(*others)`.
+`t.merge(*others)` (each of `others` applied to every part `t` selects)::
+
+  rows = [{'w': 1, 'b': 2}, {'w': 3, 'b': 4}]
+  t_identity.each().merge(t_identity['w'], t_identity['b']).update(
+      lambda x: -x, rows)    # [{'w': -1, 'b': -2}, {'w': -3, 'b': -4}]
 """
 import abc
 import copy
@@ -52,10 +56,8 @@ def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,
     is_leaf: optional `fn(path, value) -> bool` that stops the recursion.
     sep: if given, keys are `sep.join(path)` strings (e.g. `'a/b'`) instead of
       tuples.
-
   Returns:
-    A flat dict from paths (tuples of keys, or joined strings) to leaves, in
-    the iteration order of `xs`.
+    `{path: leaf}` in the iteration order of `xs`.
   """
   if not isinstance(xs, dict):
     raise TypeError(f'flatten_dict expects a dict, got {type(xs).__name__}')
@@ -85,7 +87,6 @@ def unflatten_dict(xs: Dict, sep: Optional[str] = None) -> Dict:
   Arguments:
     xs: a flat dict whose keys are tuples of keys (or `sep`-joined strings).
     sep: the separator used to split string keys (default: keys are tuples).
-
   Returns:
     A nested dict; `empty_node` leaves become empty dicts.
   """
@@ -118,12 +119,8 @@ class Traversal(abc.ABC):
     """Yields the selected parts of `inputs`, in order."""
 
   def set(self, values: Iterable[Any], inputs: Any) -> Any:
-    """Returns a copy of `inputs` with the selected parts replaced by `values`.
-
-    Raises:
-      ValueError: if the number of values differs from the number of selected
-        parts.
-    """
+    """A copy of `inputs` with the selected parts replaced by `values` (one
+    value per part, else ValueError)."""
     values = list(values)
     count = 0
 
@@ -149,8 +146,8 @@ class Traversal(abc.ABC):
     return TraverseCompose(self, other)
 
   def merge(self, *traversals: 'Traversal') -> 'Traversal':
-    """Selects the parts of this traversal, then those of the others."""
-    return TraverseMerge(self, *traversals)
+    """Applies each of `traversals` in turn to every part this one selects."""
+    return self.compose(TraverseMerge(*traversals))
 
   def each(self) -> 'Traversal':
     """Selects each element (list/tuple) or value (dict) of the parts."""
@@ -259,11 +256,8 @@ class TraverseAttr(Traversal):
 
 
 class TraverseItem(Traversal):
-  """Selects `inputs[key]`; a slice selects each element it covers.
-
-  Works on dicts, lists, tuples, namedtuples (by index or field name) and
-  dataclasses (by field name).
-  """
+  """Selects `inputs[key]` (a slice: each element it covers) of a dict, list,
+  tuple, namedtuple (index or field name) or dataclass (field name)."""
 
   def __init__(self, key: Any):
     self._key = key

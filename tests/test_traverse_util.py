@@ -122,9 +122,49 @@ def test_tree_filter_compose_merge():
   assert positive.update(lambda x: 0, xs) == {'a': [0, -2], 'b': {'c': 0}}
   composed = t_identity['a'].compose(t_identity.each())
   assert list(composed.iterate(xs)) == [1, -2]
-  merged = t_identity['b']['c'].merge(t_identity['a'][0])
+  merged = t_identity.merge(t_identity['b']['c'], t_identity['a'][0])
   assert list(merged.iterate(xs)) == [3, 1]
   assert merged.set([30, 10], xs) == {'a': [10, -2], 'b': {'c': 30}}
+
+
+ROWS = [{'foo': 1, 'bar': 2}, {'foo': 3, 'bar': 4}]
+
+
+def test_merge_applies_the_traversals_to_each_selected_part():
+  # t.merge(a, b) is t.compose(TraverseMerge(a, b)), as in 2020: a and b run
+  # on every part t selects, here each dict of a list.
+  t = t_identity.each().merge(t_identity['foo'], t_identity['bar'])
+  assert list(t.iterate(ROWS)) == [1, 2, 3, 4]
+  assert t.update(lambda x: -x, ROWS) == [{'foo': -1, 'bar': -2},
+                                          {'foo': -3, 'bar': -4}]
+  assert t.set([10, 20, 30, 40], ROWS) == [{'foo': 10, 'bar': 20},
+                                           {'foo': 30, 'bar': 40}]
+  assert ROWS == [{'foo': 1, 'bar': 2}, {'foo': 3, 'bar': 4}]
+  nested = {'layers': ROWS}
+  t = t_identity['layers'].merge(t_identity[0]['foo'], t_identity[1]['bar'])
+  assert list(t.iterate(nested)) == [1, 4]
+  assert t.update(lambda x: x * 100, nested) == {
+      'layers': [{'foo': 100, 'bar': 2}, {'foo': 3, 'bar': 400}]}
+
+
+def test_update_and_set_over_lists_of_dicts():
+  foo = t_identity.each()['foo']
+  assert list(foo.iterate(ROWS)) == [1, 3]
+  assert foo.update(lambda x: x + 1, ROWS) == [{'foo': 2, 'bar': 2},
+                                               {'foo': 4, 'bar': 4}]
+  assert foo.set([7, 8], ROWS) == [{'foo': 7, 'bar': 2}, {'foo': 8, 'bar': 4}]
+  assert t_identity[1]['bar'].set([0], ROWS) == [{'foo': 1, 'bar': 2},
+                                                 {'foo': 3, 'bar': 0}]
+  every = t_identity.each().each()
+  assert list(every.iterate(ROWS)) == [1, 2, 3, 4]
+  assert every.set([5, 6, 7, 8], ROWS) == [{'foo': 5, 'bar': 6},
+                                           {'foo': 7, 'bar': 8}]
+  big = t_identity.each().tree().filter(lambda x: x > 2)
+  assert big.update(lambda x: 0, ROWS) == [{'foo': 1, 'bar': 2},
+                                           {'foo': 0, 'bar': 0}]
+  # flatten_dict keeps lists as leaves, as in 2020.
+  assert traverse_util.flatten_dict({'rows': ROWS, 'n': {'k': 2}}) == {
+      ('rows',): ROWS, ('n', 'k'): 2}
 
 
 def test_tree_on_arrays():

@@ -142,7 +142,7 @@ def test_traversal_that_selects_nothing(model):
   with pytest.raises(ValueError, match='traversal #0 selects no parameters'):
     optim.GradientDescent(0.1).create(
         {'a': jnp.ones(2), 'b': {}},
-        focus=t_identity['a'].merge(t_identity['b']).tree().filter(
+        focus=t_identity.merge(t_identity['a'], t_identity['b']).tree().filter(
             lambda x: False))
   with pytest.raises(ValueError, match='traversal #1 selects no parameters'):
     optim.MultiOptimizer((t_identity['a'], optim.Adam(0.1)),
