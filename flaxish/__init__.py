@@ -1,10 +1,11 @@
 """flaxish: the 2020 flax.nn / flax.optim API on today's JAX.
 
-Importing flaxish first applies its XLA:CPU defaults (`cpu_defaults`), which
-must happen before JAX's backend starts.
+Importing flaxish changes no environment variable and no JAX setting. The
+opt-in XLA:CPU settings are `flaxish.cpu_defaults.apply()` (or
+`FLAXISH_CPU_DEFAULTS=1` in the environment).
 """
 from flaxish import cpu_defaults
-cpu_defaults.STATUS_AT_IMPORT = cpu_defaults.apply()
+cpu_defaults.apply_if_requested()  # before any import could start JAX
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from flaxish import jax_utils, nn, optim, serialization, struct, traverse_util
 

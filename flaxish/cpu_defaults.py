@@ -1,81 +1,78 @@
-"""XLA:CPU settings that flaxish turns on by default, before JAX starts.
+"""Opt-in XLA:CPU settings for training on a CPU.
 
-On CPU, jaxlib 0.10 and 0.11's experimental YNNPACK fusions run the backward
-(gradient) convolutions 2-4x slower than XLA's own Eigen convolutions and
-keep only about one core busy, so a training step of a CNN is 1.2-1.4x
-slower than it needs to be. flaxish therefore takes convolutions out of
-YNNPACK's fusion types (dots and reductions stay in it) by adding
+On CPU, jaxlib's experimental YNNPACK fusions run the gradient convolutions
+of a CNN slower than XLA's own convolutions, and on jaxlib 0.11 and later a
+bfloat16 YNNPACK fusion that ends in a reduction is miscompiled. `apply()`
+takes those fusion types out of YNNPACK by adding to `XLA_FLAGS`, e.g.
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 
-to `XLA_FLAGS`. Measurements: `benchmarks/RESULTS_cpu_flags.md`; the method
-and the settings tried: `benchmarks/README.md`, section "CPU defaults".
+Nothing happens on `import flaxish`. Call it first thing in a training
+script, before JAX runs anything (importing jax is fine):
 
-- **When.** `import flaxish` calls `apply()`. XLA reads `XLA_FLAGS` once,
-  when JAX's backend starts (the first computation or device query), so the
-  defaults take effect when flaxish is imported before anything runs on a
-  JAX device; importing jax before flaxish is fine. If the backend has
-  already started, `apply()` changes nothing and warns
-  (`CpuDefaultsWarning`).
-- **Never over the user.** A flag named in `XLA_FLAGS` already is left as
+    from flaxish import cpu_defaults
+    cpu_defaults.apply()
+
+or set `FLAXISH_CPU_DEFAULTS=1` in the environment, and `import flaxish` calls
+it. `FLAXISH_CPU_DEFAULTS=0` turns an explicit `apply()` into a no-op.
+
+- **Never over the user.** A flag already named in `XLA_FLAGS` is kept as
   the user set it.
-- **Only where measured.** The flags are listed per jaxlib version
-  (`FLAGS_BY_JAXLIB`); other versions get none (the flag is experimental,
-  its values change between versions, and XLA rejects unknown values).
-- **Opt out** with `FLAXISH_CPU_DEFAULTS=0` in the environment before
-  `import flaxish`.
-- The flags go into this process's `os.environ['XLA_FLAGS']`, so child
-  processes inherit them (as they inherit any user setting).
+- **Only where measured.** Flags are listed per jaxlib version
+  (`FLAGS_BY_JAXLIB`); other versions get none, since XLA rejects values it
+  does not know. Measurements: `benchmarks/README.md`.
+- **Too late is an error.** XLA reads `XLA_FLAGS` once, when JAX's backend
+  starts; `apply()` raises `CpuDefaultsError` after that.
+- The flags go into `os.environ['XLA_FLAGS']`, so child processes inherit
+  them.
 """
 import enum
+import gc
+import logging
 import os
-import warnings
-from typing import Optional, Tuple
+import sys
+from typing import Mapping, MutableMapping, Optional, Tuple
 
-__all__ = ['apply', 'flags_for_this_jaxlib', 'Status', 'CpuDefaultsWarning',
-           'OPT_OUT_ENV', 'FLAGS_BY_JAXLIB', 'STATUS_AT_IMPORT']
+__all__ = ['apply', 'apply_if_requested', 'flags_for_this_jaxlib',
+           'jax_started', 'Status', 'CpuDefaultsError', 'ENV',
+           'FLAGS_BY_JAXLIB']
 
-OPT_OUT_ENV = 'FLAXISH_CPU_DEFAULTS'
-_OFF_VALUES = ('0', 'false', 'no', 'off')
+ENV = 'FLAXISH_CPU_DEFAULTS'
+_OFF = ('0', 'false', 'no', 'off')
+_ON = ('1', 'true', 'yes', 'on')
 
+_YNN = '--xla_cpu_experimental_ynn_fusion_type='
 # (major, minor) of jaxlib -> the flags measured to help on that version.
-_NO_YNN_CONVOLUTIONS = (
-    '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',)
 FLAGS_BY_JAXLIB = {
-    (0, 10): _NO_YNN_CONVOLUTIONS,  # measured on 0.10.2
-    (0, 11): _NO_YNN_CONVOLUTIONS,  # measured on 0.11.2
+    (0, 10): (_YNN + '-individual_convolution',),
+    (0, 11): (_YNN + '-individual_convolution,-reduce',),
+    (0, 12): (_YNN + '-individual_convolution,-reduce',),
 }
+
+_log = logging.getLogger(__name__)
 
 
 class Status(str, enum.Enum):
   """What `apply()` did."""
   APPLIED = 'applied'            # flags added to XLA_FLAGS
   OPTED_OUT = 'opted out'        # FLAXISH_CPU_DEFAULTS=0
-  USER_SET = 'user set'          # every flag is already in XLA_FLAGS
+  USER_SET = 'user set'          # every flag is already named in XLA_FLAGS
   NOT_MEASURED = 'not measured'  # no flags for this jaxlib version
-  TOO_LATE = 'too late'          # JAX's backend had already started
 
 
-# What `import flaxish` got from `apply()` (set by flaxish/__init__.py).
-STATUS_AT_IMPORT: Optional[Status] = None
-
-
-class CpuDefaultsWarning(UserWarning):
-  """flaxish's CPU defaults could not be applied (JAX had started)."""
+class CpuDefaultsError(RuntimeError):
+  """`apply()` was called after JAX's backend had started."""
 
 
 def _jaxlib_version() -> Tuple[int, ...]:
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  parts = []
-  for part in jaxlib.__version__.split('.')[:2]:
-    digits = ''.join(c for c in part if c.isdigit())
-    parts.append(int(digits or 0))
-  return tuple(parts)
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  parts = metadata.version('jaxlib').split('.')[:2]
+  return tuple(int(''.join(c for c in p if c.isdigit()) or 0) for p in parts)
 
 
 def flags_for_this_jaxlib(version: Optional[Tuple[int, ...]] = None
                           ) -> Tuple[str, ...]:
-  """The default flags for jaxlib `version` (default: the installed one)."""
+  """The flags for jaxlib `version` (default: the installed one)."""
   version = _jaxlib_version() if version is None else tuple(version)
   return FLAGS_BY_JAXLIB.get(version[:2], ())
 
@@ -84,54 +81,65 @@ def _flag_name(token: str) -> str:
   return token.lstrip('-').split('=', 1)[0]
 
 
-def _backend_started() -> bool:
-  """True once JAX's backend exists (XLA_FLAGS has then been read).
+def jax_started() -> bool:
+  """True once JAX has created a backend (and so has read `XLA_FLAGS`).
 
-  Uses only `jax.config`: JAX refuses to change `jax_num_cpu_devices`
-  once its backends are initialised, and accepts it before.
+  Reads only: whether `jax.extend.backend.get_backend` has cached a
+  backend, or a jaxlib client object exists. Changes no JAX setting.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  name = 'jax_num_cpu_devices'
-  current = getattr(jax.config, name)
-  try:
-    jax.config.update(name, current + 1)
-  except RuntimeError:
+  if 'jax' not in sys.modules:
+    return False
+  from jax.extend import backend  # pylint: disable=g-import-not-at-top
+  info = getattr(backend.get_backend, 'cache_info', None)
+  if info is not None and info().currsize:
     return True
-  jax.config.update(name, current)
-  return False
+  return any(type(o).__name__ == 'Client' and
+             type(o).__module__.startswith('jaxlib') for o in gc.get_objects())
 
 
-def apply(environ=None, warn: bool = True) -> Status:
-  """Adds flaxish's XLA:CPU defaults to `XLA_FLAGS` if it is not too late.
+def apply(environ: Optional[MutableMapping[str, str]] = None) -> Status:
+  """Adds this jaxlib's XLA:CPU flags to `XLA_FLAGS`.
 
   Arguments:
     environ: the environment to read and change (default `os.environ`).
-    warn: warn with `CpuDefaultsWarning` when JAX had already started.
-
   Returns:
-    a `Status`: APPLIED, OPTED_OUT, USER_SET, NOT_MEASURED or TOO_LATE.
-    Calling it again after APPLIED returns USER_SET (nothing left to add).
+    a `Status`: APPLIED, OPTED_OUT, USER_SET or NOT_MEASURED; what was added
+    is logged at INFO level.
+  Raises:
+    CpuDefaultsError: JAX's backend has started, so the flags would have no
+      effect. Call `apply()` before running anything with JAX.
   """
   environ = os.environ if environ is None else environ
-  if environ.get(OPT_OUT_ENV, '1').strip().lower() in _OFF_VALUES:
+  if environ.get(ENV, '').strip().lower() in _OFF:
+    _log.info('flaxish CPU defaults: off (%s=%s)', ENV, environ[ENV])
     return Status.OPTED_OUT
   flags = flags_for_this_jaxlib()
   if not flags:
+    _log.info('flaxish CPU defaults: none for jaxlib %s',
+              '.'.join(map(str, _jaxlib_version())))
     return Status.NOT_MEASURED
   current = environ.get('XLA_FLAGS', '')
   user_names = {_flag_name(t) for t in current.split()}
   missing = [f for f in flags if _flag_name(f) not in user_names]
   if not missing:
+    _log.info('flaxish CPU defaults: XLA_FLAGS already sets %s',
+              ', '.join(_flag_name(f) for f in flags))
     return Status.USER_SET
-  if _backend_started():
-    import jax  # pylint: disable=g-import-not-at-top
-    if warn and jax.default_backend() == 'cpu':
-      warnings.warn(
-          'flaxish could not apply its XLA:CPU defaults '
-          f'({" ".join(missing)}): JAX had already started its backend. '
-          'Import flaxish before running anything with JAX, or set '
-          f'XLA_FLAGS yourself; set {OPT_OUT_ENV}=0 to silence this.',
-          CpuDefaultsWarning, stacklevel=3)
-    return Status.TOO_LATE
+  if jax_started():
+    raise CpuDefaultsError(
+        'flaxish.cpu_defaults.apply() was called after JAX started its '
+        f'backend, so XLA would ignore {" ".join(missing)}. Call it at the '
+        'top of the script, before anything runs on a JAX device, or set '
+        f'{ENV}=1 (or XLA_FLAGS) in the environment')
   environ['XLA_FLAGS'] = ' '.join([current] + missing).strip()
+  _log.info('flaxish CPU defaults: added %s to XLA_FLAGS', ' '.join(missing))
   return Status.APPLIED
+
+
+def apply_if_requested(environ: Optional[Mapping[str, str]] = None
+                       ) -> Optional[Status]:
+  """`apply()` when `FLAXISH_CPU_DEFAULTS` is 1/true/yes/on, else None."""
+  environ = os.environ if environ is None else environ
+  if environ.get(ENV, '').strip().lower() in _ON:
+    return apply(environ)
+  return None

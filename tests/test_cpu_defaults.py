@@ -1,7 +1,7 @@
-"""Tests of flaxish.cpu_defaults: when the XLA:CPU defaults are applied.
+"""Tests of flaxish.cpu_defaults: the opt-in XLA:CPU settings.
 
 XLA reads XLA_FLAGS once, when JAX's backend starts, and this pytest process
-started it long ago; so the import-time behaviour is checked in fresh
+started it long ago; so the behaviour before that is checked in fresh
 Python processes, each with its own environment.
 """
 import json
@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import jax
 import numpy as np
@@ -27,7 +26,7 @@ needs_flags = pytest.mark.skipif(
 def _run(code: str, **env_changes) -> dict:
   """Runs `code` in a fresh interpreter; returns the JSON it prints last."""
   env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', cpu_defaults.OPT_OUT_ENV)}
+         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
   env.update(env_changes)
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
@@ -38,47 +37,76 @@ def _run(code: str, **env_changes) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-REPORT = """
-  import json, os, warnings
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always')
-    {before}
+def test_import_changes_no_environment_variable_and_no_jax_setting():
+  out = _run("""
+    import json, os
+    import jax
+    env = dict(os.environ)
+    config = {k: repr(getattr(jax.config, k)) for k in dir(jax.config)
+              if k.startswith('jax_')}
     import flaxish
+    print(json.dumps({
+        'env': [k for k in set(env) | set(os.environ)
+                if env.get(k) != os.environ.get(k)],
+        'config': [k for k in config
+                   if repr(getattr(jax.config, k)) != config[k]],
+        'n_config': len(config), 'started': flaxish.cpu_defaults.jax_started()}))
+  """)
+  assert out == {'env': [], 'config': [], 'n_config': out['n_config'],
+                 'started': False}
+  assert out['n_config'] > 50  # the settings were really read
+
+
+REPORT = """
+  import json, logging, os
+  logging.basicConfig(level=logging.INFO)
+  {before}
+  from flaxish import cpu_defaults
+  status = {call}
   import jax, jax.numpy as jnp
   # A gradient convolution compiles and runs under the flags in effect.
   conv = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
   g = jax.jit(jax.grad(conv))(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)))
   print(json.dumps({{
-      'status': flaxish.cpu_defaults.STATUS_AT_IMPORT.value,
+      'status': status and status.value,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'devices': jax.device_count(),
-      'grad_sum': float(g.sum()),
-      'warnings': [f'{{w.category.__name__}}: {{w.message}}'
-                   for w in caught]}}))
+      'grad_sum': float(g.sum())}}))
 """
 
 
-def _report(before='pass', **env):
-  return _run(REPORT.format(before=before), **env)
+def _report(before='pass', call='cpu_defaults.apply()', **env):
+  return _run(REPORT.format(before=before, call=call), **env)
 
 
 @needs_flags
-def test_fresh_process_gets_the_defaults():
-  out = _report()
+def test_apply_before_jax_starts_adds_the_flags():
+  out = _report(before='import jax, jax.numpy')  # importing jax is fine
   assert out['status'] == 'applied'
   assert out['xla_flags'].split() == list(FLAGS)
   # d sum(conv(x, w)) / dx with ones: each input pixel counts the 3x3
   # windows (4 output channels) that reach it, 8 * 3 - 2 per axis.
   assert out['grad_sum'] == (8 * 3 - 2)**2 * 4 * 2 * 3
-  assert not out['warnings']
 
 
 @needs_flags
-def test_importing_jax_first_is_not_too_late():
-  out = _report(before='import jax, jax.numpy')
-  assert out['status'] == 'applied'
+def test_the_environment_variable_applies_them_at_import():
+  out = _report(call='None; import flaxish', **{cpu_defaults.ENV: '1'})
   assert out['xla_flags'].split() == list(FLAGS)
+
+
+@needs_flags
+def test_apply_reports_what_it_added():
+  code = REPORT.format(before='pass', call='cpu_defaults.apply()')
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
+  env.update(JAX_PLATFORMS='cpu',
+             PYTHONPATH=REPO + os.pathsep + env.get('PYTHONPATH', ''))
+  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                        env=env, capture_output=True, text=True, timeout=240,
+                        check=True)
+  assert f'added {" ".join(FLAGS)} to XLA_FLAGS' in proc.stderr
 
 
 def test_xla_reads_its_flags_when_the_backend_starts_not_at_import():
@@ -120,45 +148,62 @@ def test_a_flag_the_user_set_is_never_overridden():
 
 @pytest.mark.parametrize('value', ['0', 'false', 'OFF'])
 def test_opt_out(value):
-  out = _report(**{cpu_defaults.OPT_OUT_ENV: value})
+  out = _report(**{cpu_defaults.ENV: value})
   assert out['status'] == 'opted out'
   assert out['xla_flags'] == ''
 
 
 @needs_flags
-def test_too_late_warns_and_changes_nothing():
-  out = _report(before='import jax.numpy as jnp; jnp.ones(2).block_until_ready()')
-  assert out['status'] == 'too late'
-  assert out['xla_flags'] == ''
-  assert len(out['warnings']) == 1
-  assert out['warnings'][0].startswith('CpuDefaultsWarning')
-  assert cpu_defaults.OPT_OUT_ENV in out['warnings'][0]
+@pytest.mark.parametrize('start', [
+    'jnp.ones(2).block_until_ready()', 'jax.devices()',
+    'jax.extend.backend.backends()'])
+def test_too_late_is_an_error(start):
+  code = f"""
+    import os, jax, jax.extend, jax.numpy as jnp
+    from flaxish import cpu_defaults
+    assert not cpu_defaults.jax_started()
+    {start}
+    assert cpu_defaults.jax_started()
+    try:
+      cpu_defaults.apply()
+    except cpu_defaults.CpuDefaultsError as e:
+      print(repr(str(e)), os.environ.get('XLA_FLAGS', ''))
+  """
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
+  env.update(JAX_PLATFORMS='cpu',
+             PYTHONPATH=REPO + os.pathsep + env.get('PYTHONPATH', ''))
+  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                        env=env, capture_output=True, text=True, timeout=240,
+                        check=True)
+  assert 'called after JAX started its backend' in proc.stdout
+  assert 'before anything runs on a JAX device' in proc.stdout
+  assert proc.stdout.rstrip().endswith("'")  # XLA_FLAGS left empty
 
 
 # In this process JAX's backend has started: the paths before that check.
 
 def test_apply_in_process_statuses(monkeypatch):
   jax.devices()  # the backend has started
-  assert cpu_defaults.apply({cpu_defaults.OPT_OUT_ENV: 'no'}) == (
-      Status.OPTED_OUT)
+  assert cpu_defaults.jax_started()
+  assert cpu_defaults.apply({cpu_defaults.ENV: 'no'}) == Status.OPTED_OUT
   if FLAGS:
     env = {'XLA_FLAGS': ' '.join(FLAGS)}
     assert cpu_defaults.apply(env) == Status.USER_SET
-    with pytest.warns(cpu_defaults.CpuDefaultsWarning, match='already'):
-      assert cpu_defaults.apply({}) == Status.TOO_LATE
-    with warnings.catch_warnings():
-      warnings.simplefilter('error')
-      assert cpu_defaults.apply({}, warn=False) == Status.TOO_LATE
+    with pytest.raises(cpu_defaults.CpuDefaultsError, match='after JAX'):
+      cpu_defaults.apply({})
   monkeypatch.setattr(cpu_defaults, 'FLAGS_BY_JAXLIB', {})
   env = {}
   assert cpu_defaults.apply(env) == Status.NOT_MEASURED
   assert not env
+  assert cpu_defaults.apply_if_requested({}) is None
 
 
 def test_flags_are_listed_per_measured_version():
   assert cpu_defaults.flags_for_this_jaxlib((0, 99, 0)) == ()
-  assert cpu_defaults.flags_for_this_jaxlib((0, 10, 2)) == (
-      cpu_defaults.FLAGS_BY_JAXLIB[(0, 10)])
+  for version in ((0, 10, 2), (0, 11, 0), (0, 12, 1)):
+    assert cpu_defaults.flags_for_this_jaxlib(version) == (
+        cpu_defaults.FLAGS_BY_JAXLIB[version[:2]])
 
 
 # Numerics: the defaults change how XLA runs convolutions, not what they
@@ -167,8 +212,8 @@ def test_flags_are_listed_per_measured_version():
 TRAIN = """
   import json
   import jax, jax.numpy as jnp, numpy as np
-  import flaxish
-  from flaxish import nn, optim
+  from flaxish import cpu_defaults, nn, optim
+  status = cpu_defaults.apply()
 
   class CNN(nn.Module):
     def apply(self, x):
@@ -204,7 +249,7 @@ TRAIN = """
     losses.append(float(loss))
   flat = lambda t: np.concatenate(
       [np.ravel(l) for l in jax.tree_util.tree_leaves(t)]).tolist()
-  print(json.dumps({'status': flaxish.cpu_defaults.STATUS_AT_IMPORT.value,
+  print(json.dumps({'status': status.value,
                     'losses': losses, 'grad': flat(grad.params),
                     'params': flat(opt.target.params)}))
 """
@@ -213,7 +258,7 @@ TRAIN = """
 @needs_flags
 def test_training_numerics_equal_with_and_without_the_defaults():
   with_defaults = _run(TRAIN)
-  plain = _run(TRAIN, **{cpu_defaults.OPT_OUT_ENV: '0'})
+  plain = _run(TRAIN, **{cpu_defaults.ENV: '0'})
   assert with_defaults['status'] == 'applied'
   assert plain['status'] == 'opted out'
   assert plain['losses'][-1] < plain['losses'][0]  # it trains
