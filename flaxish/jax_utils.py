@@ -107,6 +107,11 @@ def replicate_leaves(tree: Any, devices: Sequence[Any],
   pmap's outputs carry its axis name, and inputs placed under another name
   would make the second step compile again.
   """
+  if not devices:
+    raise ValueError(
+        f'replicate: got an empty list of devices ({devices!r}); pass '
+        'devices=None to use every local device (jax.local_devices()), or a '
+        'non-empty list such as jax.local_devices()[:2]')
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   if not leaves:
     return tree
@@ -142,8 +147,6 @@ def replicate(tree: Any, devices: Optional[Sequence[Any]] = None, *,
     sharded one row per device.
   """
   devices = list(devices) if devices is not None else jax.local_devices()
-  if not devices:
-    raise ValueError('replicate: got an empty list of devices')
 
   def rep(x):
     if hasattr(type(x), _REPLICATE_HOOK):

@@ -39,6 +39,19 @@ def test_replicate_on_a_subset_of_devices():
   assert rep.sharding.device_set == set(devices)
 
 
+EMPTY_DEVICES = (r'replicate: got an empty list of devices \(\[\]\); pass '
+                 r'devices=None to use every local device '
+                 r'\(jax.local_devices\(\)\), or a non-empty list')
+
+
+def test_replicate_on_no_devices_is_a_clear_error():
+  for tree in ({'w': np.ones(3)}, {}):
+    with pytest.raises(ValueError, match=EMPTY_DEVICES):
+      jax_utils.replicate(tree, devices=[])
+  with pytest.raises(ValueError, match=EMPTY_DEVICES):
+    jax_utils.replicate_leaves({'w': np.ones(3)}, [])
+
+
 def test_pmean_is_deprecated_but_works():
   x = jnp.arange(8.)
   with pytest.warns(DeprecationWarning, match='use jax.lax.pmean'):

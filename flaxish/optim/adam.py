@@ -1,11 +1,9 @@
 """Adam with decoupled (AdamW-style) weight decay."""
-from typing import Any, NamedTuple
-
-import jax.numpy as jnp
+from typing import Any
 
 from flaxish import struct
-from flaxish.optim.base import (OptimizerDef, _is_static_zero, cast_like,
-                                param_state)
+from flaxish.optim import _moments
+from flaxish.optim.base import OptimizerDef, cast_like, is_static_zero
 
 __all__ = ['Adam']
 
@@ -19,10 +17,7 @@ class _AdamHyperParams:
   weight_decay: Any
 
 
-@param_state
-class _AdamParamState(NamedTuple):
-  grad_ema: Any
-  grad_sq_ema: Any
+_AdamParamState = _moments.MomentState
 
 
 class Adam(OptimizerDef):
@@ -46,20 +41,13 @@ class Adam(OptimizerDef):
         _AdamHyperParams(learning_rate, beta1, beta2, eps, weight_decay))
 
   def init_param_state(self, param):
-    return _AdamParamState(jnp.zeros_like(param), jnp.zeros_like(param))
+    return _moments.init_moments(param)
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    beta1, beta2 = hyper_params.beta1, hyper_params.beta2
     lr = hyper_params.learning_rate
-    grad_ema = beta1 * state.grad_ema + (1. - beta1) * grad
-    grad_sq_ema = beta2 * state.grad_sq_ema + (1. - beta2) * jnp.square(grad)
-    t = step + 1
-    grad_ema_corr = grad_ema / (1. - beta1**t)
-    grad_sq_ema_corr = grad_sq_ema / (1. - beta2**t)
-    update = grad_ema_corr / (jnp.sqrt(grad_sq_ema_corr) + hyper_params.eps)
+    update, new_state = _moments.adam_direction(step, hyper_params, state,
+                                                grad)
     new_param = param - lr * update
-    if not _is_static_zero(hyper_params.weight_decay):
+    if not is_static_zero(hyper_params.weight_decay):
       new_param = new_param - lr * hyper_params.weight_decay * param
-    new_state = _AdamParamState(cast_like(grad_ema, state.grad_ema),
-                                cast_like(grad_sq_ema, state.grad_sq_ema))
     return cast_like(new_param, param), new_state

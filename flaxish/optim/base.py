@@ -80,7 +80,7 @@ def cast_like(x: Any, ref: Any) -> Any:
   return jnp.asarray(x, jnp.result_type(ref))
 
 
-def _is_static_zero(x: Any) -> bool:
+def is_static_zero(x: Any) -> bool:
   """True if `x` is a Python number equal to 0 (so work can be skipped)."""
   return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
 
@@ -447,11 +447,11 @@ class ReplicatedOptimizer(OptimizerDef):
       target, state = jax_utils.unreplicate_leaves((target, state))
     return self.optimizer_def.state_dict(target, state)
 
-  def restore_state(self, opt_target, opt_state, state_dict):
+  def restore_state(self, target, opt_state, state_dict):
     if _has_device_axis(opt_state):
       state_dict = jax_utils.replicate_leaves(
           state_dict, self.devices, self.axis_name or 'batch')
-    return self.optimizer_def.restore_state(opt_target, opt_state, state_dict)
+    return self.optimizer_def.restore_state(target, opt_state, state_dict)
 
 
 class _Tag:

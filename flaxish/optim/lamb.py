@@ -1,11 +1,11 @@
 """LAMB: Adam updates rescaled per layer by a trust ratio."""
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import (OptimizerDef, _is_static_zero, cast_like,
-                                param_state)
+from flaxish.optim import _moments
+from flaxish.optim.base import OptimizerDef, cast_like, is_static_zero
 
 __all__ = ['LAMB']
 
@@ -19,10 +19,7 @@ class _LAMBHyperParams:
   eps: Any
 
 
-@param_state
-class _LAMBParamState(NamedTuple):
-  grad_ema: Any
-  grad_sq_ema: Any
+_LAMBParamState = _moments.MomentState
 
 
 class LAMB(OptimizerDef):
@@ -47,17 +44,12 @@ class LAMB(OptimizerDef):
         _LAMBHyperParams(learning_rate, beta1, beta2, weight_decay, eps))
 
   def init_param_state(self, param):
-    return _LAMBParamState(jnp.zeros_like(param), jnp.zeros_like(param))
+    return _moments.init_moments(param)
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    beta1, beta2 = hyper_params.beta1, hyper_params.beta2
-    grad_ema = beta1 * state.grad_ema + (1. - beta1) * grad
-    grad_sq_ema = beta2 * state.grad_sq_ema + (1. - beta2) * jnp.square(grad)
-    t = step + 1
-    grad_ema_corr = grad_ema / (1. - beta1**t)
-    grad_sq_ema_corr = grad_sq_ema / (1. - beta2**t)
-    update = grad_ema_corr / (jnp.sqrt(grad_sq_ema_corr) + hyper_params.eps)
-    if not _is_static_zero(hyper_params.weight_decay):
+    update, new_state = _moments.adam_direction(step, hyper_params, state,
+                                                grad)
+    if not is_static_zero(hyper_params.weight_decay):
       update = update + hyper_params.weight_decay * param
     param_norm = jnp.linalg.norm(param)
     update_norm = jnp.linalg.norm(update)
@@ -65,6 +57,4 @@ class LAMB(OptimizerDef):
                             param_norm / jnp.where(update_norm > 0.,
                                                    update_norm, 1.), 1.)
     new_param = param - trust_ratio * hyper_params.learning_rate * update
-    new_state = _LAMBParamState(cast_like(grad_ema, state.grad_ema),
-                                cast_like(grad_sq_ema, state.grad_sq_ema))
     return cast_like(new_param, param), new_state

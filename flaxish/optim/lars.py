@@ -4,7 +4,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import (OptimizerDef, _is_static_zero, cast_like,
+from flaxish.optim.base import (OptimizerDef, cast_like, is_static_zero,
                                 param_state)
 
 __all__ = ['LARS']
@@ -62,7 +62,7 @@ class LARS(OptimizerDef):
         hyper_params.trust_coefficient * param_norm /
         jnp.where(use_one, 1., denom))
     scaled_lr = hyper_params.learning_rate * trust_ratio
-    if not _is_static_zero(wd):
+    if not is_static_zero(wd):
       grad = grad + wd * param
     scaled_grad = scaled_lr * grad
     new_momentum = hyper_params.beta * state.momentum + scaled_grad

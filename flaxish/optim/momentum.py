@@ -4,7 +4,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import (OptimizerDef, _is_static_zero, cast_like,
+from flaxish.optim.base import (OptimizerDef, cast_like, is_static_zero,
                                 param_state)
 
 __all__ = ['Momentum']
@@ -46,7 +46,7 @@ class Momentum(OptimizerDef):
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
     del step
     beta = hyper_params.beta
-    if not _is_static_zero(hyper_params.weight_decay):
+    if not is_static_zero(hyper_params.weight_decay):
       grad = grad + hyper_params.weight_decay * param
     new_momentum = beta * state.momentum + grad
     if hyper_params.nesterov:

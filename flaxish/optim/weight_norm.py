@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from flaxish import struct
 from flaxish.optim.base import (OptimizerDef, cast_like, check_gradients,
-                                param_state)
+                                is_static_zero, param_state)
 from flaxish.optim.wrapper import OptimizerWrapper
 
 __all__ = ['WeightNorm']
@@ -95,8 +95,7 @@ class WeightNorm(OptimizerWrapper):
             jnp.sign(s.mult))
         scale_grad = jnp.sum(g * direction, axis=axes, keepdims=True)
         direction_grad = s.mult * (g - scale_grad * direction)
-        if not (isinstance(hyper_params.wn_decay, (int, float)) and
-                hyper_params.wn_decay == 0):
+        if not is_static_zero(hyper_params.wn_decay):
           direction_grad = direction_grad + hyper_params.wn_decay * direction
         d_p.append(direction), d_g.append(direction_grad)
         s_p.append(scale), s_g.append(scale_grad)

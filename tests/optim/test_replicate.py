@@ -135,6 +135,39 @@ def test_unreplicate_not_replicated():
     jax_utils.replicate(rep)
 
 
+def test_replicate_on_no_devices_is_a_clear_error():
+  params, _, _ = make_problem()
+  opt = optim.Adam(0.1).create(params)
+  message = (r'replicate: got an empty list of devices \(\[\]\); pass '
+             r'devices=None to use every local device '
+             r'\(jax.local_devices\(\)\), or a non-empty list')
+  with pytest.raises(ValueError, match=message):
+    opt.replicate(devices=[])
+  with pytest.raises(ValueError, match=message):
+    jax_utils.replicate(opt, devices=[])
+
+
+def test_replicated_restore_state_takes_the_2020_keyword_target():
+  params, x, y = make_problem()
+  opt = optim.Adam(0.1).create(params)
+  opt = opt.apply_gradient(jax.grad(loss_fn)(opt.target, x, y))
+  rep = opt.replicate(devices=jax.local_devices()[:2])
+  sd = rep.state_dict()
+  rep_def = rep.optimizer_def
+  assert isinstance(rep_def, optim.ReplicatedOptimizer)
+  by_keyword = rep_def.restore_state(target=rep.target, opt_state=rep.state,
+                                     state_dict=sd)
+  by_position = rep_def.restore_state(rep.target, rep.state, sd)
+  for restored in (by_keyword, by_position):
+    target, state = restored
+    assert target['w'].shape == (2, 4, 2)
+    for row in range(2):
+      np.testing.assert_array_equal(target['w'][row], opt.target['w'])
+      np.testing.assert_array_equal(state.param_states['w'].grad_sq_ema[row],
+                                    opt.state.param_states['w'].grad_sq_ema)
+    np.testing.assert_array_equal(state.step, [1, 1])
+
+
 def test_apply_gradient_outside_pmap():
   params, x, y = make_problem()
   rep = optim.Adam(0.1).create(params).replicate(axis_name='data')
