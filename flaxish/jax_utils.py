@@ -107,7 +107,7 @@ def replicate_leaves(tree: Any, devices: Sequence[Any],
   pmap's outputs carry its axis name, and inputs placed under another name
   would make the second step compile again.
   """
-  if not devices:
+  if len(devices) == 0:
     raise ValueError(
         f'replicate: got an empty list of devices ({devices!r}); pass '
         'devices=None to use every local device (jax.local_devices()), or a '
