@@ -5,6 +5,7 @@ Statistics are computed in float32 (or wider if the input is wider) whatever
 `param_dtype` (default float32).
 """
 from typing import Any, Callable, Optional, Sequence, Union
+import warnings
 
 from jax import lax
 import jax.numpy as jnp
@@ -17,6 +18,38 @@ __all__ = ['BatchNorm', 'LayerNorm', 'GroupNorm']
 
 Array = Any
 Initializer = Callable[..., Array]
+
+
+# Paths of the BatchNorm modules already warned about statistics that are
+# never updated (outside `nn.stateful()`, no `batch_stats`).
+_WARNED_UNTRACKED = set()
+
+
+def _warn_untracked(path: str) -> None:
+  if path not in _WARNED_UNTRACKED:
+    _WARNED_UNTRACKED.add(path)
+    warnings.warn(
+        f'{path}: BatchNorm(use_running_average=False) is called outside '
+        '`nn.stateful()` and without batch_stats, so its running statistics '
+        'are never updated (it normalizes with the batch statistics only); '
+        'to train them, call the model inside `with nn.stateful(state) as '
+        'new_state:` with the state from init', UserWarning, stacklevel=2)
+
+
+def _check_stats_shape(where: str, stats: Any, x_shape, axis) -> None:
+  expected = tuple(stats.shape)
+  actual = tuple(x_shape[i] for i in axis)
+  if expected != actual:
+    def features(shape):
+      return f'{shape[0]} features' if len(shape) == 1 else (
+          f'feature shape {shape}')
+    axes = f'axis {axis[0]}' if len(axis) == 1 else f'axes {axis}'
+    raise ValueError(
+        f'{where}: the running statistics were made for {features(expected)}'
+        f', but the input of shape {tuple(x_shape)} has {features(actual)} '
+        f'along {axes}; give it inputs with the features it was initialized '
+        'with, or initialize the model again (under `with nn.stateful() as '
+        'state:`) for the new feature count')
 
 
 def _stats_dtype(x: Array) -> Any:
@@ -122,8 +155,11 @@ class BatchNorm(base.Module):
                            collection=batch_stats)
       ra_var = self.state('var', stats_shape, initializers.ones,
                           collection=batch_stats)
+      _check_stats_shape(where, ra_mean.value, x.shape, axis)
     else:
       ra_mean = ra_var = None
+      if not use_running_average and not self.is_initializing():
+        _warn_untracked(self.path)
 
     if use_running_average:
       if ra_mean is None:

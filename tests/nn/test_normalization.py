@@ -1,4 +1,6 @@
 """Tests of flaxish.nn.normalization against NumPy implementations."""
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,6 +123,74 @@ def test_batch_norm_use_running_average_without_state_is_an_error():
                      r'average=True\) needs running statistics, but none are '
                      r'available: run it inside `with nn.stateful'):
     Net.init(KEY, jnp.ones((2, 3)))
+
+
+def test_batch_norm_outside_stateful_warns_once_per_module_path():
+  # Without state BatchNorm normalizes with the batch statistics and keeps no
+  # running averages, as in 2020, but says so once per module path.
+
+  class Net(nn.Module):
+
+    def apply(self, x, train=True):
+      x = nn.BatchNorm(x, use_running_average=not train, name='warn_a')
+      return nn.BatchNorm(x, use_running_average=not train, name='warn_b')
+
+  x = rand((6, 3)) * 2 + 1
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    with nn.stateful() as state:
+      _, params = Net.init(KEY, x)
+    with nn.stateful(state) as state:  # tracked: no warning
+      Net.call(params, x)
+    with nn.stateful(state, mutable=False):
+      Net.call(params, x, train=False)
+    assert not caught
+    _, unused_params = Net.init(KEY, x)  # initializing: nothing to update
+    assert not caught
+    for _ in range(2):
+      y = Net.call(params, x)
+      jax.jit(Net.call)(params, x)
+  messages = [str(w.message) for w in caught]
+  assert len(messages) == 2, messages
+  for path, message in zip(('/warn_a', '/warn_b'), messages):
+    assert message == (
+        f'{path}: BatchNorm(use_running_average=False) is called outside '
+        '`nn.stateful()` and without batch_stats, so its running statistics '
+        'are never updated (it normalizes with the batch statistics only); '
+        'to train them, call the model inside `with nn.stateful(state) as '
+        'new_state:` with the state from init')
+  assert all(w.category is UserWarning for w in caught)
+  expected = _np_normalize(_np_normalize(x, (0,), 1e-5), (0,), 1e-5)
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('use_running_average', [False, True])
+def test_batch_norm_feature_mismatch_names_the_module(use_running_average):
+
+  class Net(nn.Module):
+
+    def apply(self, x, **kwargs):
+      return nn.BatchNorm(x, name='bn', **kwargs)
+
+  with nn.stateful() as state:
+    _, params = Net.init(KEY, jnp.ones((4, 3)))
+  with pytest.raises(ValueError, match=(
+      r'^/bn: BatchNorm: the running statistics were made for 3 features, '
+      r'but the input of shape \(4, 6\) has 6 features along axis 1; give it '
+      r'inputs with the features it was initialized with, or initialize the '
+      r'model again \(under `with nn.stateful\(\) as state:`\) for the new '
+      r'feature count$')):
+    with nn.stateful(state):
+      Net.call(params, jnp.ones((4, 6)),
+               use_running_average=use_running_average)
+  with nn.stateful() as state:
+    _, params = Net.init(KEY, jnp.ones((2, 3, 5)), axis=(1, 2))
+  with pytest.raises(ValueError, match=(
+      r'^/bn: BatchNorm: the running statistics were made for feature shape '
+      r'\(3, 5\), but the input of shape \(2, 3, 6\) has feature shape '
+      r'\(3, 6\) along axes \(1, 2\); give it inputs')):
+    with nn.stateful(state):
+      Net.call(params, jnp.ones((2, 3, 6)), axis=(1, 2))
 
 
 def _pmap_batch_norm(x, params, state, **kwargs):
