@@ -159,7 +159,7 @@ def save_pictures(model, test_ds, workdir, rng):
     save_latent_plot(model, test_ds, os.path.join(workdir, 'latent_space.png'))
 
 
-def save_latent_plot(model, test_ds, path, span=2.5, steps=15):
+def save_latent_plot(model, test_ds, path, span=2.5, steps=12):
   """Left: the posterior means of the test digits, colored by class. Right:
   the decoder's images on a `steps` x `steps` grid of z in [-span, span]^2."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -168,14 +168,15 @@ def save_latent_plot(model, test_ds, path, span=2.5, steps=15):
   ticks = np.linspace(-span, span, steps)
   z = np.stack(np.meshgrid(ticks, -ticks), -1).reshape((-1, 2))
   decoded = image_grid(decode(model, jnp.asarray(z, jnp.float32)), steps)
-  fig = Figure(figsize=(10, 5), dpi=80)
+  fig = Figure(figsize=(10, 5), dpi=56)
   left, right = fig.subplots(1, 2)
   points = left.scatter(means[:, 0], means[:, 1], c=test_ds['label'], s=4,
                         cmap='tab10', vmin=-0.5, vmax=9.5)
   fig.colorbar(points, ax=left, ticks=range(10))
   left.set(xlim=(-span * 1.4, span * 1.4), ylim=(-span * 1.4, span * 1.4),
            title='test digits: posterior means', xlabel='z1', ylabel='z2')
-  right.imshow(decoded, cmap='gray', extent=(-span, span, -span, span))
+  right.imshow(decoded, cmap='gray', extent=(-span, span, -span, span),
+               interpolation='nearest')
   right.set(title='decoded z grid', xlabel='z1', ylabel='z2')
   fig.tight_layout()
   fig.savefig(path)
