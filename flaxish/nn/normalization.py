@@ -89,7 +89,8 @@ class BatchNorm(base.Module):
   Parameters: `scale` and `bias`, of the shape of the feature axes. State:
   `mean` and `var` (same shape), in the `batch_stats` Collection when given,
   else in the innermost `nn.stateful()` one; with neither, no running
-  statistics are kept. They start at 0 and 1 and, after init, are updated as
+  statistics are kept (a training call warns, once per module path). They
+  start at 0 and 1 and, after init, are updated as
   `ra = momentum * ra + (1 - momentum) * batch_stat` on every call with
   `use_running_average=False` (not while initializing).
 

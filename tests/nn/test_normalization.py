@@ -42,6 +42,7 @@ def test_batch_norm_matches_numpy(shape, axis):
   np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings('ignore:.*running statistics are never updated')
 def test_batch_norm_bf16_output_and_gradients():
   x = rand((6, 4)) * 2
   y, params = nn.BatchNorm.init(KEY, x, dtype=jnp.bfloat16, **AFFINE)
@@ -106,6 +107,7 @@ def test_batch_norm_explicit_batch_stats_collection():
       rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings('ignore:.*running statistics are never updated')
 def test_batch_norm_without_state_keeps_no_statistics():
   x = rand((4, 3))
   y, params = nn.BatchNorm.init(KEY, x)
