@@ -1,13 +1,7 @@
-"""Host data to global arrays on a `Mesh`, for `jit` data parallelism.
+"""Host data to global `jax.Array`s on a `Mesh`, for `jit` data parallelism.
 
     batch = distributed.global_batch(local_batch, mesh)    # split on 'data'
     optimizer = distributed.replicate_on_mesh(optimizer, mesh)
-
-`global_batch` takes each process's own rows (every process reads its own
-part of the data); `shard_on_mesh` takes the same whole array on every
-process and keeps each device's rows; `replicate_on_mesh` puts one copy of
-parameters and optimizer state on every device. The results are global
-`jax.Array`s that a jitted step consumes as they are, on one process or many.
 """
 from typing import Any, Optional
 
@@ -53,21 +47,11 @@ def global_batch(local_batch: Any, mesh: Mesh,
                  axis_name: Optional[str] = None) -> Any:
   """Assembles the processes' local batches into one global batch.
 
-  Every process calls this with its own rows, the same number on every
-  process; the global batch is their concatenation in process order, split
-  along the mesh's data axis (`jax.make_array_from_process_local_data`).
-  With one process the local batch is the global batch.
-
-  Arguments:
-    local_batch: a pytree of host arrays of shape `[b, ...]`; `b` a multiple
-      of this process's device count along the data axis.
-    mesh: e.g. `data_parallel_mesh()`.
-    axis_name: the mesh axis to split the batch over (default: the mesh's
-      only axis).
-
-  Returns:
-    The same pytree of global `jax.Array`s of shape `[b * P, ...]` (`P`
-    processes) with sharding `NamedSharding(mesh, P(axis_name))`.
+  Every process passes its own rows, the same number everywhere: a pytree of
+  host arrays `[b, ...]`, `b` a multiple of its devices along the data axis
+  (`axis_name`, default the mesh's only axis). Returns global arrays `[b *
+  P, ...]` (`P` processes, in process order) with sharding
+  `NamedSharding(mesh, P(axis_name))`.
   """
   axis = mesh_lib.data_axis(mesh, axis_name)
   sharding = mesh_lib.batch_sharding(mesh, axis)
@@ -94,22 +78,9 @@ def global_batch(local_batch: Any, mesh: Mesh,
 
 def shard_on_mesh(tree: Any, mesh: Mesh,
                   axis_name: Optional[str] = None) -> Any:
-  """Splits whole arrays, the same on every process, along the data axis.
-
-  Use it when every process holds the whole global batch (a small
-  in-memory dataset read with the same seed everywhere); each device keeps
-  its own rows.
-
-  Arguments:
-    tree: a pytree of host arrays of shape `[B, ...]`, `B` a multiple of
-      the size of the data axis.
-    mesh: the mesh.
-    axis_name: the mesh axis (default: the mesh's only axis).
-
-  Returns:
-    The same pytree of global arrays sharded `NamedSharding(mesh,
-    P(axis_name))`.
-  """
+  """Splits whole arrays `[B, ...]`, the same on every process, along the
+  data axis (`B` a multiple of its size): each device keeps its rows. Returns
+  global arrays with sharding `NamedSharding(mesh, P(axis_name))`."""
   axis = mesh_lib.data_axis(mesh, axis_name)
   sharding = mesh_lib.batch_sharding(mesh, axis)
   n = mesh.shape[axis]
@@ -134,19 +105,10 @@ def _is_pmap_replicated(x: Any) -> bool:
 def replicate_on_mesh(tree: Any, mesh: Mesh) -> Any:
   """Places one copy of every leaf on every device of the mesh.
 
-  For parameters, models, optimizers (target and state) and other train
-  state; every process must pass the same values (for instance the same
-  seed, or the same restored checkpoint). Leaves that already have this
-  sharding are kept; typed PRNG keys stay typed keys.
-
-  Arguments:
-    tree: a pytree of arrays (NumPy, `jax.Array`, Python scalars), e.g. an
-      `optim.Optimizer` that is not `replicate()`d.
-    mesh: the mesh.
-
-  Returns:
-    The same pytree of global arrays with sharding `NamedSharding(mesh,
-    P())`, each leaf of the same shape as before.
+  For params, models and optimizers that are not `replicate()`d; every
+  process must pass the same values. Returns global arrays of the same
+  shapes with sharding `NamedSharding(mesh, P())`; leaves already placed so
+  are kept, typed PRNG keys stay keys.
   """
   sharding = mesh_lib.replicated_sharding(mesh)
   for node in jax.tree_util.tree_leaves(tree, is_leaf=_is_pmap_replicated):
@@ -178,17 +140,9 @@ def replicate_on_mesh(tree: Any, mesh: Mesh) -> Any:
 
 def process_slice(global_size: int, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> slice:
-  """The rows of a global batch of `global_size` that this process feeds.
-
-  Process `p` of `P` gets `slice(p * global_size // P, (p + 1) *
-  global_size // P)`, matching `global_batch`'s order. With the pmap style,
-  `common_utils.shard(batch[process_slice(B)])` is this process's input.
-
-  Arguments:
-    global_size: the global batch size, a multiple of the process count.
-    process_index: default `jax.process_index()`.
-    process_count: default `jax.process_count()`.
-  """
+  """The rows of a global batch of `global_size` that this process feeds:
+  `slice(p * global_size // P, (p + 1) * global_size // P)` for process `p`
+  (default `jax.process_index()`) of `P` (default `jax.process_count()`)."""
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   if not 0 <= index < count:

@@ -1,14 +1,9 @@
 """A dead or stuck process must stop the whole run, not hang it.
 
-Every step ends in collectives that wait for every process. A process that
-is killed stops sending heartbeats, and JAX's coordination service ends the
-others after `heartbeat_timeout_seconds`. `exit_on_uncaught_exception`
-(installed by `initialize`) turns an uncaught exception into that case
-instead of a wait in JAX's shutdown barrier. A process that is alive but
-stuck goes on sending heartbeats: a `Watchdog` ends it, and the processes
-waiting for it. `initialize` starts one for multi-process runs that fires
-when the main thread used no CPU time for `watchdog_timeout_s` (it is
-blocked: in a collective that waits for another process, or stuck).
+A killed process stops sending heartbeats and JAX ends the others;
+`exit_on_uncaught_exception` makes an uncaught exception that case. A stuck
+process goes on sending heartbeats: a `Watchdog` ends it (`initialize`
+starts one that fires when the main thread is blocked for too long).
 """
 import faulthandler
 import os
@@ -25,7 +20,6 @@ _HOOK_MARK = '_flaxish_exit_on_uncaught_exception'
 
 
 def _process_desc() -> str:
-  """'process I of N' if JAX's backend is up, else 'this process'."""
   try:
     import jax  # pylint: disable=g-import-not-at-top
     return f'process {jax.process_index()} of {jax.process_count()}'
@@ -34,32 +28,22 @@ def _process_desc() -> str:
 
 
 def _write_stderr(text: str) -> None:
+  """Writes `text` to stderr and flushes stdout and stderr."""
   try:
     sys.stderr.write(text)
+    sys.stdout.flush()
     sys.stderr.flush()
   except Exception:  # pylint: disable=broad-except
     os.write(2, text.encode('utf-8', 'replace'))
 
 
-def _flush_std() -> None:
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except Exception:  # pylint: disable=broad-except
-      pass
-
-
 def exit_on_uncaught_exception(exit_code: int = 1) -> None:
   """Makes an uncaught exception end this process at once.
 
-  The installed `sys.excepthook` runs the previous hook (which prints the
-  traceback), says why the process stops, flushes stdout/stderr and calls
-  `os._exit(exit_code)`: `atexit` handlers, including JAX's shutdown
-  barrier, do not run. Installing it twice is a no-op. `sys.exit()` is not
-  an uncaught exception and still exits normally.
-
-  Arguments:
-    exit_code: the process's exit status (default 1, like Python's).
+  The `sys.excepthook` installed runs the previous one (the traceback), says
+  why the process stops and calls `os._exit(exit_code)` (default 1): no
+  `atexit` handler, JAX's shutdown barrier included, runs. Installing it
+  twice is a no-op; `sys.exit()` still exits normally.
   """
   previous = sys.excepthook
   if getattr(previous, _HOOK_MARK, False):
@@ -72,7 +56,6 @@ def exit_on_uncaught_exception(exit_code: int = 1) -> None:
           f'flaxish.distributed: {_process_desc()} stopped on an uncaught '
           f'{exc_type.__name__}; exiting now (status {exit_code}) without '
           'waiting for the other processes, so that they stop too.\n')
-      _flush_std()
     finally:
       os._exit(exit_code)  # pylint: disable=protected-access
 
@@ -90,22 +73,13 @@ class Watchdog:
         watchdog.ping(step)
       watchdog.close()
 
-  `ping` after the step's result is on the host (a dispatched step is not a
-  finished one). When the time runs out, a background thread writes to
-  stderr which process stalled, after which step, and the stack of every
-  thread, then calls `os._exit(exit_code)`: a thread blocked in a collective
-  cannot be interrupted any other way. Also a context manager (`close` on
-  exit). Create it after `initialize()`.
-
-  Arguments:
-    timeout_s: the longest time allowed between two pings.
-    first_timeout_s: the longest time before the first ping, which usually
-      includes compilation (default: `timeout_s`).
-    what: what a ping stands for, in the message (default 'training step').
-    exit_code: the exit status (default `WATCHDOG_EXIT_CODE`, 75).
-    main_thread_cpu: also count as a ping every 10 ms of CPU time the main
-      thread used, so that it fires only when the main thread is blocked or
-      asleep (default False; needs `time.pthread_getcpuclockid`).
+  `ping` after the step's result is on the host. When the time runs out, it
+  writes which process stalled, after which step, and every thread's stack
+  to stderr and calls `os._exit(exit_code)` (default 75). `first_timeout_s`
+  (default `timeout_s`) bounds the wait for the first ping (compilation);
+  `what` names a ping in the message. With `main_thread_cpu`, each 10 ms of
+  CPU time the main thread used counts as a ping too, so it fires only when
+  the main thread is blocked or asleep (needs `time.pthread_getcpuclockid`).
   """
 
   def __init__(self, timeout_s: float, *,
@@ -120,20 +94,15 @@ class Watchdog:
                          f'{value!r}')
     self.timeout_s = float(timeout_s)
     self.first_timeout_s = float(first_timeout_s or timeout_s)
-    self.what = what
-    self.exit_code = exit_code
-    self._desc = _process_desc()
+    self.what, self.exit_code, self._desc = what, exit_code, _process_desc()
     self._lock = threading.Lock()
-    self._start = time.monotonic()
-    self._deadline = self._start + self.first_timeout_s
-    self._last_step: Any = None
-    self._pings = 0
+    self._deadline = time.monotonic() + self.first_timeout_s
+    self._last_step, self._pings = None, 0
     self._clock = time.pthread_getcpuclockid(
         threading.main_thread().ident) if main_thread_cpu else None
     self._cpu = time.clock_gettime(self._clock) if main_thread_cpu else 0.0
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._watch, daemon=True,
-                                    name='flaxish-watchdog')
+    self._thread = threading.Thread(target=self._watch, daemon=True)
     self._thread.start()
 
   def ping(self, step: Any = None) -> None:
@@ -168,8 +137,7 @@ class Watchdog:
         return
 
   def _fire(self) -> None:
-    with self._lock:
-      pings, step = self._pings, self._last_step
+    pings, step = self._pings, self._last_step
     if self._clock is not None:
       where = (f'its main thread used no CPU time for {self.timeout_s:g} s '
                '(blocked or asleep)')
@@ -190,7 +158,6 @@ class Watchdog:
         f'{self.exit_code}. Threads of this process:\n')
     try:
       faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-    except Exception:  # pylint: disable=broad-except
-      pass
-    _flush_std()
-    os._exit(self.exit_code)  # pylint: disable=protected-access
+      sys.stderr.flush()
+    finally:
+      os._exit(self.exit_code)  # pylint: disable=protected-access

@@ -1,18 +1,9 @@
 """Starting a multi-process run: `initialize()` from arguments or environment.
 
-    from flaxish import distributed
-    distributed.initialize()   # first thing in main(), before any JAX work
-
-Each value comes from, first match first: the arguments;
-`FLAXISH_COORDINATOR_ADDRESS`, `FLAXISH_NUM_PROCESSES`, `FLAXISH_PROCESS_ID`;
-`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`; and when
-none is given anywhere and a multi-process launcher is detected (Slurm, Open
-MPI, a Kubernetes Indexed Job, a multi-host Cloud TPU), JAX's own cluster
-detection. With none of this, or one process, it does nothing. With all
-three given, a pre-flight check (`rendezvous`) first makes sure every process
-is there and agrees on the count, logging what it waits for every 10 s.
-Then an uncaught exception ends the process at once (`fail_fast`), and a
-watchdog ends a process whose main thread is blocked for too long.
+Values come from the arguments, else `FLAXISH_*`, else `JAX_*` variables,
+else (under a detected launcher: Slurm, Open MPI, a Kubernetes Indexed Job,
+a multi-host Cloud TPU) JAX's cluster detection; with none, or one process,
+it does nothing. See docs/distributed.md.
 """
 import logging
 import os
@@ -34,42 +25,31 @@ ENV_COORDINATOR_ADDRESS = 'FLAXISH_COORDINATOR_ADDRESS'
 ENV_NUM_PROCESSES = 'FLAXISH_NUM_PROCESSES'
 ENV_PROCESS_ID = 'FLAXISH_PROCESS_ID'
 
-_ENV = {
-    'coordinator_address': (ENV_COORDINATOR_ADDRESS,
-                            'JAX_COORDINATOR_ADDRESS'),
-    'num_processes': (ENV_NUM_PROCESSES, 'JAX_NUM_PROCESSES'),
-    'process_id': (ENV_PROCESS_ID, 'JAX_PROCESS_ID'),
-}
+_ENV = {'coordinator_address': (ENV_COORDINATOR_ADDRESS,
+                                'JAX_COORDINATOR_ADDRESS'),
+        'num_processes': (ENV_NUM_PROCESSES, 'JAX_NUM_PROCESSES'),
+        'process_id': (ENV_PROCESS_ID, 'JAX_PROCESS_ID')}
 _ADDRESS_RE = re.compile(r'^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5})$')
 _DETECTION_VALUES = ('auto', 'jax', 'off')
 DEFAULT_WATCHDOG_SECONDS = 1800.0
 _watchdog = []  # the one started by initialize
 
 
-def _int_env(name: str) -> Optional[int]:
+def _int_env(name: str) -> int:
   raw = os.environ.get(name, '').strip()
-  if not raw:
-    return None
-  try:
-    return int(raw)
-  except ValueError:
-    return None
+  return int(raw) if raw.isdigit() else 0
 
 
 def detect_launcher() -> Optional[str]:
-  """Names the multi-process launcher this process runs under, or None.
-
-  Only looks at environment variables (and whether `kubernetes` imports):
-  Slurm with `SLURM_NTASKS` > 1, Open MPI with `OMPI_COMM_WORLD_SIZE` > 1,
-  a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`), a multi-host Cloud TPU
-  (`TPU_WORKER_HOSTNAMES` with several hosts).
-  """
+  """The multi-process launcher seen in the environment, or None: Slurm or
+  Open MPI with several tasks, a Kubernetes Indexed Job (if `kubernetes`
+  imports), a multi-host Cloud TPU (`TPU_WORKER_HOSTNAMES`)."""
   env = os.environ
-  if (_int_env('SLURM_NTASKS') or 0) > 1 and all(
+  if _int_env('SLURM_NTASKS') > 1 and all(
       k in env for k in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID',
                          'SLURM_LOCALID')):
     return f'Slurm ({env["SLURM_NTASKS"]} tasks)'
-  if (_int_env('OMPI_COMM_WORLD_SIZE') or 0) > 1 and (
+  if _int_env('OMPI_COMM_WORLD_SIZE') > 1 and (
       'OMPI_MCA_orte_hnp_uri' in env):
     return f'Open MPI ({env["OMPI_COMM_WORLD_SIZE"]} ranks)'
   if 'KUBERNETES_SERVICE_HOST' in env and 'JOB_COMPLETION_INDEX' in env:
@@ -150,51 +130,38 @@ def initialize(coordinator_address: Optional[str] = None,
                ) -> bool:
   """Joins the multi-process JAX run this process belongs to, if any.
 
-  Call it before anything else touches JAX devices (`jax.devices()`,
-  creating an array, a `jit` call); importing flaxish is fine.
+  Call it first, before anything touches JAX devices.
 
   Arguments:
-    coordinator_address: `"HOST:PORT"` of process 0, where it serves the
-      coordination service (the same on every process).
+    coordinator_address: `"HOST:PORT"` of process 0 (the same everywhere).
     num_processes: how many processes take part (1: nothing to do).
     process_id: this process's index in `[0, num_processes)`.
-    local_device_ids: the local devices this process uses (default: all;
-      passed to `jax.distributed.initialize`).
-    cluster_detection: what to do when none of the three values above is
-      given anywhere: `'auto'` (default) runs JAX's cluster auto-detection
-      only under a detected multi-process launcher (see `detect_launcher`),
-      otherwise stays single-process; `'jax'` always runs it (errors
-      propagate); `'off'` never does; any other value is a JAX
-      `cluster_detection_method` (`'slurm'`, `'ompi'`, `'mpi4py'`, `'k8s'`,
-      ...) used as is.
-    initialization_timeout: seconds to wait for all processes to connect
-      (default: JAX's, 300).
-    heartbeat_timeout_seconds: a process that sent no heartbeat for this
-      long is declared dead and every other process is terminated (default:
-      JAX's, 100).
+    local_device_ids: the local devices to use (default: all).
+    cluster_detection: when none of the three is given anywhere: `'auto'`
+      (default) runs JAX's cluster detection only under a detected launcher
+      (`detect_launcher`); `'jax'` always; `'off'` never; other values are a
+      JAX `cluster_detection_method` (`'slurm'`, `'mpi4py'`, ...).
+    initialization_timeout: seconds to wait for all processes (default 300).
+    heartbeat_timeout_seconds: a process silent this long is declared dead
+      and the others are terminated (default: JAX's, 100).
     shutdown_timeout_seconds: how long a finishing process waits for the
       others at exit (default: JAX's, 300).
-    fail_fast: in a multi-process run, make an uncaught exception end this
-      process at once (default True).
-    watchdog_timeout_s: in a multi-process run, end this process (status 75,
-      with the stack of every thread) when its main thread used no CPU time
-      for this long: blocked in a collective waiting for a stuck process, or
-      stuck itself (default `DEFAULT_WATCHDOG_SECONDS`, 1800; None or 0
-      turns it off). See `Watchdog(main_thread_cpu=True)`.
-
+    fail_fast: make an uncaught exception end this process at once (default
+      True; several processes only).
+    watchdog_timeout_s: with several processes, end this process (status 75,
+      with every thread's stack) when its main thread used no CPU time this
+      long: blocked in a collective waiting for a stuck process, or stuck
+      itself (default `DEFAULT_WATCHDOG_SECONDS`, 1800; None or 0: off).
   Returns:
-    True if this process is now part of a run of several processes, False
-    for a single process.
-
+    True if this process is part of a run of several processes.
   Raises:
-    ValueError: a value is missing or invalid; the message names where each
-      value came from and what to set.
-    InitializationError: (pre-flight check) a process did not join in time,
-      or the processes disagree on `num_processes`.
+    ValueError: a value is missing or invalid (the message says where each
+      came from and what to set).
+    InitializationError: a process did not join in time, or the processes
+      disagree on `num_processes`.
     RuntimeError: JAX's devices were already in use before this call.
   """
-  if cluster_detection is None:
-    cluster_detection = 'off'
+  cluster_detection = cluster_detection or 'off'
   coordinator_address, address_src = _resolve(
       'coordinator_address', coordinator_address, str, 'HOST:PORT')
   num_processes, num_src = _resolve('num_processes', num_processes, int,
@@ -214,8 +181,7 @@ def initialize(coordinator_address: Optional[str] = None,
   missing = [name for name, value in values.items() if value is None]
   if missing:
     launcher = detect_launcher()
-    # Nothing that asks for several processes (a lone process_id=0, as
-    # from a flag's default, does not): a single process.
+    # Nothing asks for several processes (a lone process_id=0 does not).
     alone = (coordinator_address is None and num_processes is None and
              process_id in (None, 0))
     if alone and (cluster_detection == 'off' or (
@@ -236,12 +202,12 @@ def initialize(coordinator_address: Optional[str] = None,
           'as a single process.')
   if cluster_detection == 'off':
     kwargs['cluster_detection_method'] = 'deactivate'
-  kwargs.update({k: v for k, v in values.items() if v is not None})
-  extra = {'local_device_ids': local_device_ids,
-           'initialization_timeout': initialization_timeout,
-           'heartbeat_timeout_seconds': heartbeat_timeout_seconds,
-           'shutdown_timeout_seconds': shutdown_timeout_seconds}
-  kwargs.update({k: v for k, v in extra.items() if v is not None})
+  kwargs.update({k: v for k, v in dict(
+      values, local_device_ids=local_device_ids,
+      initialization_timeout=initialization_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+      shutdown_timeout_seconds=shutdown_timeout_seconds).items()
+                 if v is not None})
   if not missing:
     _rendezvous.rendezvous(coordinator_address, num_processes, process_id,
                            initialization_timeout or 300)
@@ -254,18 +220,15 @@ def initialize(coordinator_address: Optional[str] = None,
           'devices (jax.devices(), creating arrays, jit calls, '
           'jax.process_index()); call it first thing in main().') from e
     raise
-  # With the count given, leave the backend alone: the caller may still
-  # change JAX's configuration before its first use of the devices.
+  # With the count given, leave the backend alone (JAX is not set up yet).
   count = num_processes if num_processes is not None else jax.process_count()
   _log.info('flaxish.distributed: process %s of %d, coordinator %s',
             process_id if process_id is not None else jax.process_index(),
             count, coordinator_address or 'auto-detected')
   if fail_fast and count > 1:
     _fail_fast.exit_on_uncaught_exception()
-  if watchdog_timeout_s and count > 1 and not _watchdog:
-    if hasattr(time, 'pthread_getcpuclockid'):
-      _watchdog.append(_fail_fast.Watchdog(
-          watchdog_timeout_s, what='main thread', main_thread_cpu=True))
-    else:
-      _log.info('flaxish.distributed: no watchdog on this platform')
+  if watchdog_timeout_s and count > 1 and not _watchdog and hasattr(
+      time, 'pthread_getcpuclockid'):  # POSIX but macOS
+    _watchdog.append(_fail_fast.Watchdog(
+        watchdog_timeout_s, what='main thread', main_thread_cpu=True))
   return count > 1

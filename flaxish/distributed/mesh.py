@@ -1,10 +1,6 @@
 """A data-parallel `Mesh` over every device of every process, and its two
-shardings: the batch split along the mesh axis, parameters replicated.
-
-    mesh = distributed.data_parallel_mesh()  # axis 'data'
-    distributed.batch_sharding(mesh)         # NamedSharding(mesh, P('data'))
-    distributed.replicated_sharding(mesh)    # NamedSharding(mesh, P())
-"""
+shardings: the batch split along the mesh axis (`P('data')`), or replicated
+(`P()`)."""
 from typing import Any, Optional, Sequence
 
 import jax
@@ -17,19 +13,9 @@ __all__ = ['data_parallel_mesh', 'batch_sharding', 'replicated_sharding',
 
 def data_parallel_mesh(axis_name: str = 'data',
                        devices: Optional[Sequence[Any]] = None) -> Mesh:
-  """A 1-D `Mesh` named `axis_name` over `devices`, grouped by process.
-
-  The devices of each process are contiguous and the processes come in
-  order, so a global batch is the concatenation of the processes' local
-  batches (process 0's rows first), each split over that process's devices.
-
-  Arguments:
-    axis_name: the name of the mesh axis (default 'data').
-    devices: the devices (default: `jax.devices()`, all global devices).
-
-  Returns:
-    A `jax.sharding.Mesh` of shape `(len(devices),)`.
-  """
+  """A 1-D `Mesh` named `axis_name` (default 'data') over `devices` (default
+  `jax.devices()`), grouped by process in order: a global batch is the
+  processes' local batches, process 0's rows first."""
   if not isinstance(axis_name, str) or not axis_name:
     raise TypeError(f'data_parallel_mesh: axis_name must be a non-empty str, '
                     f'got {axis_name!r}')

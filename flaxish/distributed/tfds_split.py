@@ -1,10 +1,7 @@
-"""Which part of a tensorflow-datasets split this process reads.
+"""Which part of a tensorflow-datasets split this process reads (flaxish
+never imports tensorflow-datasets: pass `even_splits=tfds.even_splits`).
 
     split = distributed.process_split('train', num_examples=1281167)
-    ds = tfds.load('imagenet2012', split=split)   # this process's part only
-
-flaxish never imports TensorFlow or tensorflow-datasets: to split a split
-expression, pass `even_splits=tfds.even_splits`.
 """
 import re
 from typing import Any, Callable, List, Optional
@@ -18,12 +15,9 @@ _PLAIN_SPLIT_RE = re.compile(r'^[A-Za-z_][\w\-]*$')
 
 def even_split_sizes(num_examples: int, count: int,
                      drop_remainder: bool = True) -> List[int]:
-  """Sizes of `count` contiguous parts of `num_examples` examples.
-
-  With `drop_remainder` every part has `num_examples // count` examples (the
-  rest is not read); without, the first `num_examples % count` parts have one
-  more (the rule of `tfds.even_splits`).
-  """
+  """Sizes of `count` contiguous parts of `num_examples`: each
+  `num_examples // count` with `drop_remainder`, else the first
+  `num_examples % count` get one more (as `tfds.even_splits`)."""
   if num_examples < 0 or count < 1:
     raise ValueError(f'even_split_sizes: need num_examples >= 0 and count >= '
                      f'1, got {num_examples} and {count}')
@@ -39,29 +33,20 @@ def process_split(split: str = 'train', *,
                   process_index: Optional[int] = None,
                   process_count: Optional[int] = None,
                   even_splits: Optional[Callable[..., Any]] = None) -> Any:
-  """The sub-split of `split` that this process reads, for `tfds.load`.
-
-  The processes get disjoint, contiguous parts, in process order.
+  """The sub-split of `split` this process reads (disjoint, contiguous
+  parts in process order), for `tfds.load`.
 
   Arguments:
-    split: a tfds split; a plain name (`'train'`) when `num_examples` is
-      given, any split expression (`'train[:90%]'`) otherwise.
-    num_examples: the number of examples of `split`
-      (`builder.info.splits[split].num_examples`); when given, the result is
-      computed here, without tensorflow-datasets.
-    drop_remainder: True (default): every process gets the same number of
-      examples (needed when the processes step through their parts in
-      lockstep, as in training); False: the first `n % P` processes get one
-      more (evaluation, with padding to equal batch counts).
-    process_index: default `jax.process_index()`.
-    process_count: default `jax.process_count()`.
-    even_splits: `tfds.even_splits`, used when `num_examples` is not given.
-
-  Returns:
-    With one process, `split` unchanged. With `num_examples`, a string such
-    as `'train[0:640583]'`. Otherwise `even_splits(split,
-    n=process_count, drop_remainder=...)[process_index]`, a split object
-    `tfds.load` accepts.
+    split: a plain split name (`'train'`) with `num_examples`, any split
+      expression otherwise.
+    num_examples: the examples of `split`; when given, the result (such as
+      `'train[0:640583]'`) is computed here, without tensorflow-datasets.
+    drop_remainder: every process gets as many examples (default True, for
+      training in lockstep); False: the first `n % P` get one more.
+    process_index, process_count: default `jax.process_index()`, `count()`.
+    even_splits: `tfds.even_splits`, used without `num_examples`: returns
+      `even_splits(split, n=P, drop_remainder=...)[process_index]`.
+  Returns `split` itself with one process.
   """
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count

@@ -1,21 +1,18 @@
 """The msgpack wire format of state dicts (2020 flax), on the msgpack library.
 
-Maps, arrays and msgpack's own scalars (exact types); an array (NumPy,
-`jax.Array`) is ext type 1, the msgpack of `(shape, dtype.str, C-order
-bytes)` as in 2020 (`ml_dtypes` types such as bfloat16, whose `dtype.str` is
-ambiguous, by name; readers take both); a complex is ext type 2, the msgpack
-of `(real, imag)`; a NumPy scalar ext type 3, laid out as 1. An array over
-`MAX_CHUNK_SIZE` bytes is `{CHUNKED_MARKER: True, 'shape': {'0': d0, ..},
-'chunks': {'0': a0, ..}}` of flat pieces, as current flax writes it. Writing
-streams each array's bytes from its memory to the file; reading is
-`msgpack.Unpacker(file, ext_hook=...)` with limits from the file size.
-Restored arrays are read-only views, as in 2020.
+An array is ext type 1, the msgpack of `(shape, dtype.str, C-order bytes)`
+(`ml_dtypes` types, whose `dtype.str` is ambiguous, by name: 'bfloat16'); a
+complex ext type 2, `(real, imag)`; a NumPy scalar ext type 3, as 1. Arrays
+over `MAX_CHUNK_SIZE` bytes are `{CHUNKED_MARKER: True, 'shape': {'0': d0},
+'chunks': {'0': a0, ..}}` (as current flax). Writing streams each array's
+bytes to the file; reading uses `msgpack.Unpacker(file, ext_hook=...)`.
+Restored arrays are read-only, as in 2020.
 """
 import io
 import os
 import struct
 import zlib
-from typing import Any, BinaryIO, Dict, Optional, Sequence
+from typing import Any, BinaryIO, Dict, Optional, Sequence, Tuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -97,9 +94,8 @@ def _header(tags, n: int) -> bytes:
 def _default(x: Any) -> Any:
   if isinstance(x, complex):
     return msgpack.ExtType(COMPLEX, msgpack.packb((x.real, x.imag)))
-  raise TypeError(f'a {type(x).__name__} cannot be written: only dicts, '
-                  'lists, tuples, arrays and Python scalars can. Convert it '
-                  'with to_state_dict (or use to_bytes); register custom '
+  raise TypeError('only dicts, lists, tuples, arrays and scalars can be '
+                  'written: use to_state_dict (or to_bytes), and register '
                   'classes with register_serialization_state')
 
 
@@ -221,40 +217,35 @@ def read_msgpack(f: Any, size: int) -> Any:
 
 
 def write_checkpoint(f: BinaryIO, state: Any) -> Dict[str, int]:
-  """Writes `state` (a state dict) to the binary file `f` as plain msgpack,
-  array by array; returns `{'size': bytes, 'crc32': zlib CRC-32}`."""
+  """Writes the state dict `state` to the binary file `f` as msgpack; returns
+  `{'size': bytes, 'crc32': zlib CRC-32}`."""
   digest = Digest(f)
   _Writer(digest.write).pack(state)
   return {'size': digest.size, 'crc32': digest.crc}
 
 
-def read_checkpoint(path: Any,
-                    accepted: Optional[Sequence[Dict[str, int]]] = None) -> Any:
-  """The state dict in the msgpack file `path`, read array by array.
-
-  With `accepted` (`write_checkpoint` results) the file must match one of
-  them, else `CorruptCheckpointError` (which also reports malformed data).
-  """
+def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
+                    = None) -> Any:
+  """The state dict in the msgpack file `path`. With `accepted` (size,
+  CRC-32) pairs, the file must match one, else `CorruptCheckpointError`
+  (also raised for malformed data)."""
   path = os.fspath(path)
   with open(path, 'rb') as f:
     size, digest = os.fstat(f.fileno()).st_size, Digest(f)
-    if accepted is not None and size not in [d['size'] for d in accepted]:
+    if accepted and size not in [a[0] for a in accepted]:
       raise CorruptCheckpointError(path, f'it has {size} bytes, not '
-                                   f'{accepted[0]["size"]} (truncated)')
+                                   f'{accepted[0][0]} (truncated)')
     try:
       state = read_msgpack(digest, size)
     except MalformedDataError as e:
       raise CorruptCheckpointError(path, str(e)) from None
-  if accepted is not None and (size, digest.crc) not in [
-      (d['size'], d['crc32']) for d in accepted]:
-    raise CorruptCheckpointError(path, 'the data is damaged (checksum '
-                                 'mismatch)')
+  if accepted and (size, digest.crc) not in [tuple(a) for a in accepted]:
+    raise CorruptCheckpointError(path, 'damaged (checksum mismatch)')
   return state
 
 
 def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
-  """The msgpack bytes of a tree of dicts, lists, scalars and arrays (use
-  `to_bytes` for Models, Optimizers, ...). `in_place` is ignored."""
+  """The msgpack bytes of a tree of dicts, lists, scalars, arrays."""
   del in_place
   out = io.BytesIO()
   _Writer(out.write).pack(pytree)
@@ -262,8 +253,7 @@ def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
 
 
 def msgpack_restore(encoded_pytree: bytes) -> Any:
-  """The tree in msgpack bytes (arrays read-only); `MalformedDataError` for
-  invalid, truncated or trailing data."""
+  """The tree in msgpack bytes (arrays read-only), or `MalformedDataError`."""
   try:
     return msgpack.unpackb(encoded_pytree, **_HOOKS)
   except Exception as e:  # pylint: disable=broad-except

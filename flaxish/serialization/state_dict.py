@@ -1,15 +1,14 @@
 """State dicts: pytrees as nested dicts of leaves, and back, strictly checked.
 
 A registry maps a type to `to_state_dict(x) -> dict` and `from_state_dict(
-target, state) -> x` (the 2020 signatures). Built in: dict, OrderedDict, list
-and tuple (`{'0': .., '1': ..}`), namedtuples (`{'name', 'fields',
-'values'}`); `struct.dataclass` registers each dataclass. Other types are
-leaves. `from_state_dict` compares `state` with `to_state_dict(target)` and
-lists every missing, unexpected and mismatched path in one `RestoreError`.
-Leaves: shapes must be equal; another dtype is cast to the target's when the
-cast is safe (same kind, such as float64 to float32, or NumPy-safe, such as
-int8 to float32) and is a mismatch otherwise (float to int). Python numbers
-match numbers and arrays of shape (); typed PRNG keys match their key data.
+target, state) -> x` (2020 signatures): dict, OrderedDict, list and tuple
+(`{'0': ..}`), namedtuples (`{'name', 'fields', 'values'}`), and each
+`struct.dataclass`. `from_state_dict` lists every missing, unexpected and
+mismatched path in one `RestoreError`. Shapes must match; another dtype is
+cast to the target's when safe (same kind, such as float64 to float32, or
+NumPy-safe, such as int8 to float32), else a mismatch (float to int).
+Python numbers match numbers and arrays of shape (); typed PRNG keys match
+their key data.
 """
 import collections
 import contextvars
@@ -36,8 +35,8 @@ def join_path(path: str, key: Any) -> str:
 
 
 class RestoreProblem(NamedTuple):
-  """One difference: `path` ('/' is the root), `kind` ('missing',
-  'unexpected' or 'mismatch'), `message`, the file's `value` there."""
+  """A difference at `path` ('/' the root): `kind` 'missing', 'unexpected'
+  or 'mismatch', a `message`, the file's `value`."""
   path: str
   kind: str
   message: str
@@ -54,16 +53,16 @@ class RestoreError(ValueError):
   def __init__(self, problems: List[RestoreProblem],
                source: Optional[str] = None):
     self.problems, self.source = list(problems), source
-    counts = ', '.join(f'{n} {word}' for n, word in (
-        (sum(p.kind == k for p in self.problems), w) for k, w in (
-            ('missing', 'missing'), ('unexpected', 'unexpected'),
-            ('mismatch', 'mismatched'))) if n)
-    lines = [f'{f"checkpoint {source}" if source else "the state"} does not '
-             f'match the target ({counts}):'] + [f'  {p}' for p in problems]
-    super().__init__('\n'.join(lines + [
-        'Fix the target (or restore from a matching file), or pass '
-        'strict=False to restore only the entries that match and get the '
-        'skipped ones back.']))
+    n = collections.Counter(p.kind for p in self.problems)
+    counts = ', '.join(f'{n[k]} {w}' for k, w in (
+        ('missing', 'missing'), ('unexpected', 'unexpected'),
+        ('mismatch', 'mismatched')) if n[k])
+    super().__init__('\n'.join(
+        [f'{f"checkpoint {source}" if source else "the state"} does not '
+         f'match the target ({counts}):'] + [f'  {p}' for p in problems] +
+        ['Fix the target (or restore from a matching file), or pass '
+         'strict=False to restore only the entries that match and get the '
+         'skipped ones back.']))
 
 
 def _signature(x: Any):
@@ -109,11 +108,8 @@ def _match_leaf(target: Any, value: Any) -> Any:
         ('shape', t_sig[0], v_sig[0]), ('dtype', t_sig[1], v_sig[1])) if t != v]
     if t_sig[0] == v_sig[0] and _safe_cast(v_sig[1], t_sig[1]):
       if jax.dtypes.issubdtype(target.dtype, _KEY):
-        try:
-          impl = jax.random.key_impl(target)
-        except (TypeError, ValueError, AttributeError):  # a ShapeDtypeStruct
-          impl = None
-        return jax.random.wrap_key_data(value, impl=impl), None
+        return jax.random.wrap_key_data(value, impl=jax.random.key_impl(
+            target) if isinstance(target, jax.Array) else None), None
       return (value if t_sig[1] == v_sig[1] else
               np.asarray(value).astype(t_sig[1])), None
     if t_sig[1] != v_sig[1] and not _safe_cast(v_sig[1], t_sig[1]):
@@ -127,28 +123,23 @@ def _match_leaf(target: Any, value: Any) -> Any:
 
 
 def _match(target: Any, state: Any, path: str, problems: list) -> Any:
-  if isinstance(target, dict) and isinstance(state, dict):
-    merged = {}
-    for key, t_value in target.items():
-      sub = join_path(path, key)
-      if key in state:
-        merged[key] = _match(t_value, state[key], sub, problems)
-      else:
-        merged[key] = t_value
-        problems.append(RestoreProblem(sub, 'missing', 'missing in the file '
-                                       f'(the target has {_describe(t_value)})'))
-    problems.extend(RestoreProblem(
-        join_path(path, k), 'unexpected', 'in the file but not in the target '
-        f'({_describe(v)})', v) for k, v in state.items() if k not in target)
-    return merged
-  if isinstance(target, dict) or isinstance(state, dict):
-    restored, problem = target, (f'{_describe(state)} in the file, '
-                                 f'{_describe(target)} in the target')
-  else:
+  if not (isinstance(target, dict) and isinstance(state, dict)):
     restored, problem = _match_leaf(target, state)
-  if problem:
-    problems.append(RestoreProblem(path or '/', 'mismatch', problem, state))
-  return restored
+    if problem:
+      problems.append(RestoreProblem(path or '/', 'mismatch', problem, state))
+    return restored
+  merged = {}
+  for key, t_value in target.items():
+    sub = join_path(path, key)
+    merged[key] = _match(t_value, state[key], sub, problems) if (
+        key in state) else t_value
+    if key not in state:
+      problems.append(RestoreProblem(sub, 'missing', 'missing in the file '
+                                     f'(the target has {_describe(t_value)})'))
+  problems.extend(RestoreProblem(
+      join_path(path, k), 'unexpected', 'in the file but not in the target '
+      f'({_describe(v)})', v) for k, v in state.items() if k not in target)
+  return merged
 
 
 def _handler(x: Any):
@@ -160,13 +151,9 @@ def _handler(x: Any):
 def register_serialization_state(ty: type, ty_to_state_dict: Callable,
                                  ty_from_state_dict: Callable,
                                  override: bool = False) -> None:
-  """Registers how instances of `ty` (exact type) become state dicts.
-
-  `ty_to_state_dict(x) -> dict` (str keys) and `ty_from_state_dict(target,
-  state) -> restored copy` call `to_state_dict` / `from_state_dict` on
-  children; `state` has the structure of `ty_to_state_dict(target)`. A
-  second registration of `ty` needs `override=True`.
-  """
+  """Registers how instances of `ty` (exact type) become state dicts: the
+  handlers call `to_state_dict` / `from_state_dict` on children; `state` has
+  the structure of `ty_to_state_dict(target)`. Again: `override=True`."""
   if ty in _REGISTRY and not override:
     raise ValueError(f'a serialization handler for "{ty.__name__}" is already '
                      'registered; pass override=True to replace it')
@@ -184,29 +171,20 @@ def to_state_dict(target: Any) -> Any:
   if handler is None:
     return target
   state = handler[0](target)
-  if not isinstance(state, dict):
+  if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
     raise TypeError(f'the state-dict handler of {type(target).__name__} '
-                    f'returned a {type(state).__name__}, not a dict')
-  for key in state:
-    if not isinstance(key, str):
-      raise TypeError(f'the state dict of {type(target).__name__} has the '
-                      f'non-str key {key!r}')
+                    f'returned {state!r:.80}, not a dict with str keys')
   return state
 
 
 def from_state_dict(target: Any, state: Any, name: str = '.', *,
                     strict: bool = True) -> Any:
-  """Restores `state` into a copy of `target` (see the module docstring).
+  """Restores `state` into a copy of `target` (None: returns `state`).
 
-  Arguments:
-    target: gives the structure, shapes and dtypes (None: return `state`).
-    state: a state dict, e.g. from `msgpack_restore`.
-    name: ignored (later flax versions pass the child's name).
-    strict: raise on any difference (default); with False restore what
-      matches, keep the target's value elsewhere and return `(restored,
-      skipped)`, `skipped` a list of `RestoreProblem`.
-  Raises:
-    RestoreError: (strict) every missing, unexpected and mismatched path.
+  `name` is ignored (later flax passes the child's name). `strict=True`
+  raises one `RestoreError` listing every difference; `strict=False`
+  restores what matches, keeps the target's values elsewhere and returns
+  `(restored, skipped)`, `skipped` the `RestoreProblem`s.
   """
   del name
   problems = []

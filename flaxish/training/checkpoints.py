@@ -180,9 +180,8 @@ def _read(path: str) -> Any:
     _log.info('checkpoint %s has no sidecar %s: read as a 2020 flax '
               'checkpoint, unverified', path, META_SUFFIX)
     return read_checkpoint(path)
-  replaced = meta['replaces']
-  return read_checkpoint(path, [meta] + (
-      [{'size': replaced[0], 'crc32': replaced[1]}] if replaced else []))
+  return read_checkpoint(path, [(meta['size'], meta['crc32']),
+                                meta['replaces'] or (-1, -1)])
 
 
 def _fsync_dir(path: str) -> None:

@@ -211,14 +211,15 @@ def test_checkpoint_files_verify_against_a_digest(tmp_path):
   path = tmp_path / 'f'
   with open(path, 'wb') as f:
     digest = serialization.write_checkpoint(f, TREE)
-  restored = serialization.read_checkpoint(path, [digest])
+  size, crc = digest['size'], digest['crc32']
+  restored = serialization.read_checkpoint(path, [(1, 2), (size, crc)])
   assert_same_bits(restored['params']['kernel'], TREE['params']['kernel'])
   with pytest.raises(serialization.CorruptCheckpointError,
-                     match=r'checksum mismatch'):
-    serialization.read_checkpoint(path, [dict(digest, crc32=digest['crc32'] ^ 1)])
+                     match=r'f is corrupt: damaged \(checksum mismatch\)'):
+    serialization.read_checkpoint(path, [(size, crc ^ 1)])
   with pytest.raises(serialization.CorruptCheckpointError,
-                     match=rf'it has {digest["size"]} bytes, not 5'):
-    serialization.read_checkpoint(path, [dict(digest, size=5)])
+                     match=rf'it has {size} bytes, not 5 \(truncated\)'):
+    serialization.read_checkpoint(path, [(5, crc)])
 
 
 def test_to_bytes_and_from_bytes():

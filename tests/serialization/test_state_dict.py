@@ -134,7 +134,12 @@ def test_bad_handler_output_is_reported():
 
   serialization.register_serialization_state(Odd, lambda x: [1],
                                              lambda x, s: x)
-  with pytest.raises(TypeError, match='Odd returned a list, not a dict'):
+  with pytest.raises(TypeError, match=r'the state-dict handler of Odd '
+                     r'returned \[1\], not a dict with str keys'):
+    serialization.to_state_dict(Odd())
+  serialization.register_serialization_state(Odd, lambda x: {1: 2},
+                                             lambda x, s: x, override=True)
+  with pytest.raises(TypeError, match=r'returned \{1: 2\}, not a dict with '):
     serialization.to_state_dict(Odd())
 
 
