@@ -182,7 +182,7 @@ def test_resnet18_trains_and_evaluates_under_mocked_tfds(tmp_path):
       ('train', 1), ('eval', 1), ('train', 2), ('eval', 2)]
   # keep_checkpoints=1: only the last of the two epochs' checkpoints is left,
   # with one copy of the final state.
-  assert sorted(n for n in os.listdir(tmp_path)
+  assert sorted(n for n in os.listdir(tmp_path) if not n.endswith('.meta')
                 if n.startswith('checkpoint')) == ['checkpoint_2']
   template = train.create_train_state(jax.random.PRNGKey(1), 'ResNet18',
                                       1000, 32, 0.9, True)
@@ -224,8 +224,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_resnet, digits):
                 log_every_steps=1, **tiny_resnet)
   straight = train.train_and_evaluate(digits, workdir=str(tmp_path / 'a'),
                                       **common)
-  assert sorted(os.listdir(tmp_path / 'a'))[:2] == ['checkpoint_2',
-                                                    'checkpoint_4']
+  assert sorted(os.listdir(tmp_path / 'a'))[:4] == [
+      'checkpoint_2', 'checkpoint_2.meta', 'checkpoint_4', 'checkpoint_4.meta']
   os.makedirs(tmp_path / 'b')
   shutil.copy(tmp_path / 'a' / 'checkpoint_2', tmp_path / 'b')
   resumed = train.train_and_evaluate(digits, workdir=str(tmp_path / 'b'),

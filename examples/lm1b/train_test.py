@@ -194,7 +194,7 @@ def test_small_kjv_run_learns_samples_and_resumes_exactly(kjv, tmp_path):
   steps = [json.loads(l)['step'] for l in
            (resume_dir / 'metrics.jsonl').read_text().splitlines()]
   assert steps == [2 * STEPS, 2 * STEPS]
-  assert sorted(p.name for p in resume_dir.glob('checkpoint_*')) == [
+  assert sorted(p.name for p in resume_dir.glob('checkpoint_*[0-9]')) == [
       f'checkpoint_{STEPS}', f'checkpoint_{2 * STEPS}']
   # Nothing left to do: no step runs.
   again = train.train(*kjv, num_train_steps=2 * STEPS, **common)
@@ -218,8 +218,8 @@ def test_a_few_steps_under_mocked_tfds_lm1b(tmp_path):
   assert np.isfinite(result['train']['loss'])
   assert np.isfinite(result['eval']['loss'])
   assert sorted(os.listdir(tmp_path)) == [
-      'checkpoint_3', 'curves.png', 'metrics.jsonl', 'tensorboard',
-      'tokenizer.model']
+      'checkpoint_3', 'checkpoint_3.meta', 'curves.png', 'metrics.jsonl',
+      'tensorboard', 'tokenizer.model']
 
 
 def test_missing_tfds_data_fails_fast_and_suggests_kjv(tmp_path):
