@@ -58,9 +58,10 @@ $(BENCH_VENV)/bin/python:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --upgrade pip
 
+# BENCH_ARGS, e.g. --cpu-defaults or --workloads=mnist_cnn: benchmarks/README.md.
 bench: $(BENCH_VENV)/bin/python
 	$(BENCH_VENV)/bin/pip install -q -e . flax optax
-	$(BENCH_VENV)/bin/python -m benchmarks.bench
+	$(BENCH_VENV)/bin/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(VENV312) workdir

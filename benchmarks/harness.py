@@ -1,23 +1,24 @@
 """Timing one workload, its implementations interleaved round by round.
 
-For every implementation of a workload, from the same parameters and batch:
+For every implementation of a workload, from the same parameters and batch
+(`run_workload`):
 
-- cold timings (`cold_rounds` rounds, each with `jax.clear_caches()` first,
-  so nothing traced or compiled before is reused, as in a new process):
-  `init_by_shape`, `init` on the real batch, and the first train step of a
-  fresh `jax.jit` (trace, lower, compile, run, each timed);
+- the first train step of a fresh `jax.jit` (trace, lower, compile, run,
+  each timed), `cold_rounds` times, each after `jax.clear_caches()`;
 - the equivalence check, right after the first cold round and before any
   other timing: the first train steps of all implementations must give the
   same loss, the same parameter update (gradients and update rule) and the
   same BatchNorm statistics as plain JAX;
-- warm timings of `init_by_shape` and `init` (`warm_rounds` rounds, JAX's
-  caches kept): the Python work and the computation, without compilation;
 - steady state, with the executable of the first step: `warmup` untimed
   steps, then `rounds` rounds of `steps` steps per implementation, each step
   blocked on its loss and timed alone;
 - eval steps, the same way;
 - XLA's own view of the compiled train step: FLOPs, bytes accessed and the
   memory it needs (arguments + outputs - donated aliases + temporaries).
+
+`run_init` times flaxish's `init_by_shape` against Linen's `init` on a batch
+of ones: cold (`jax.clear_caches()` before every call, as in a new process)
+and warm, interleaved. `run_call_overhead` times un-jitted calls.
 
 Within a round the implementations run one after the other, in an order
 that rotates from round to round, so that load from other processes on the
@@ -33,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['Settings', 'run_workload', 'run_call_overhead', 'CheckError']
+__all__ = ['Settings', 'run_workload', 'run_init', 'run_call_overhead',
+           'CheckError']
 
 PARAM_SEED, DATA_SEED = 0, 1
 
@@ -48,11 +50,11 @@ class Settings:
   rounds: int = 5         # interleaved rounds of steady-state/eval timing
   steps: int = 8          # timed steps per implementation and round
   warmup: int = 3         # untimed steps before the first round
-  cold_rounds: int = 2    # rounds of cold init / first-step timing
-  warm_rounds: int = 3    # rounds of warm (repeated) init timing
-  cold_init: bool = True  # time cold init_by_shape / init (compile-bound)
+  cold_rounds: int = 2    # rounds of first-step (compile) timing
   warm_compile: bool = False  # compile one step untimed before the cold
                               # rounds (GPU: autotuning is cached per process)
+  init_rounds: int = 3    # rounds of cold init timing (run_init)
+  warm_init_rounds: int = 5  # rounds of warm init timing (run_init)
   call_rounds: int = 7    # rounds of the un-jitted call timing
   calls: int = 50         # un-jitted calls per implementation and round
   impls: tuple = ('flaxish', 'plain_jax', 'linen')
@@ -179,6 +181,7 @@ def check_equivalence(workload, params, stats, firsts, log) -> Dict[str, Any]:
 def _summary(samples_by_round: List[List[float]]) -> Dict[str, Any]:
   flat = [t for r in samples_by_round for t in r]
   return {'median': statistics.median(flat), 'n': len(flat),
+          'p10': sorted(flat)[(len(flat) - 1) // 10],
           'round_medians': [statistics.median(r) for r in samples_by_round],
           'min': min(flat), 'max': max(flat)}
 
@@ -209,9 +212,7 @@ def run_workload(workload, settings: Settings, log=print) -> Dict[str, Any]:
       jax.random.PRNGKey(DATA_SEED)))
   rng = jax.random.PRNGKey(PARAM_SEED)
   params, stats = jax.block_until_ready(impls['plain_jax'].init(rng, batch))
-  result = {n: {'init_by_shape_s': [], 'init_s': [], 'first_step': [],
-                'init_by_shape_warm_s': [], 'init_warm_s': []}
-            for n in names}
+  result = {n: {'first_step': []} for n in names}
 
   if settings.warm_compile:
     # Process-wide one-time work (GPU autotuning of convolutions and
@@ -221,21 +222,13 @@ def run_workload(workload, settings: Settings, log=print) -> Dict[str, Any]:
     first_step(impls['plain_jax'], params, stats, batch)
     jax.clear_caches()
 
-  # Cold rounds: init_by_shape, init, first step; the first round checks.
-  log(f'  cold: {"init_by_shape, init, " if settings.cold_init else ""}'
-      f'first step x {settings.cold_rounds}')
+  # Cold rounds: the first step; the first round checks.
+  log(f'  cold: first step x {settings.cold_rounds}')
   train, states = {}, {}
   for r in range(settings.cold_rounds):
     firsts = {}
     for n in rotate(names, r):
       impl, res = impls[n], result[n]
-      if settings.cold_init:
-        jax.clear_caches()
-        res['init_by_shape_s'].append(
-            _timed(functools.partial(impl.init_by_shape, rng))[0])
-        jax.clear_caches()
-        res['init_s'].append(
-            _timed(functools.partial(impl.init, rng, batch))[0])
       phases, xla, compiled, state, loss = first_step(impl, params, stats,
                                                       batch)
       res['first_step'].append(phases)
@@ -248,22 +241,6 @@ def run_workload(workload, settings: Settings, log=print) -> Dict[str, Any]:
     if r == 0:
       check = check_equivalence(workload, params, stats, firsts, log)
       del firsts
-
-  log(f'  warm: init_by_shape, init x {settings.warm_rounds}')
-  if settings.warm_rounds and not settings.cold_init:
-    for n in names:  # compile the eager operations first, untimed
-      jax.block_until_ready(impls[n].init_by_shape(rng))
-      jax.block_until_ready(impls[n].init(rng, batch))
-  for r in range(settings.warm_rounds):
-    for n in rotate(names, r):
-      impl, res = impls[n], result[n]
-      t, (p, s) = _timed(functools.partial(impl.init_by_shape, rng))
-      res['init_by_shape_warm_s'].append(t)
-      if (_shapes(p), _shapes(s)) != (_shapes(params), _shapes(stats)):
-        raise CheckError(f'{workload.name}/{n}: init_by_shape gives another '
-                         'parameter layout than plain JAX')
-      res['init_warm_s'].append(
-          _timed(functools.partial(impl.init, rng, batch))[0])
 
   # Steady state and eval, interleaved.
   log(f'  steady state: {settings.rounds} rounds x {settings.steps} steps')
@@ -293,6 +270,39 @@ def run_workload(workload, settings: Settings, log=print) -> Dict[str, Any]:
           'unit': workload.unit, 'items_per_step': workload.items_per_step,
           'flops_per_step': workload.flops_per_step, 'check': check,
           'impls': result}
+
+
+def run_init(workload, settings: Settings, log=print):
+  """Cold and warm `init_by_shape` of flaxish vs Linen's `init` on ones.
+
+  Returns None without Linen. Each cold call follows `jax.clear_caches()`;
+  the warm calls follow the cold ones. Both results must have the
+  parameter layout of plain JAX's.
+  """
+  names = [n for n in ('flaxish', 'linen') if n in settings.impls and
+           n in workload.impls]
+  if names != ['flaxish', 'linen']:
+    return None
+  impls = {n: workload.impls[n]() for n in names}
+  rng = jax.random.PRNGKey(PARAM_SEED)
+  layout = _shapes(jax.eval_shape(workload.impls['plain_jax']().init_by_shape,
+                                  rng))
+  log(f'  init: cold x {settings.init_rounds}, warm x '
+      f'{settings.warm_init_rounds}')
+  times = {n: {'cold_s': [], 'warm_s': []} for n in names}
+  for mode, rounds in (('cold_s', settings.init_rounds),
+                       ('warm_s', settings.warm_init_rounds)):
+    for r in range(rounds):
+      for n in rotate(names, r):
+        if mode == 'cold_s':
+          jax.clear_caches()
+        t, out = _timed(functools.partial(impls[n].init_by_shape, rng))
+        times[n][mode].append(t)
+        if _shapes(out) != layout:
+          raise CheckError(f'{workload.name}/{n}: init_by_shape gives '
+                           'another parameter layout than plain JAX')
+  jax.clear_caches()
+  return {'title': workload.title, 'impls': times}
 
 
 def run_call_overhead(overhead, settings: Settings, log=print):

@@ -19,14 +19,16 @@ jitted train step with the state donated, and then runs `steps` steps:
 
 The train state's own size (parameters, optimizer state, BatchNorm
 statistics) is added to both, so the figure is the memory that training
-holds at its peak.
+holds at its peak. The child inherits this process's environment, so it
+runs under the same `XLA_FLAGS`.
 """
 import json
 import os
+import subprocess
 import sys
 from typing import Any, Dict, Optional
 
-from benchmarks import child_process
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 __all__ = ['measure', 'rss_bytes']
 
@@ -117,13 +119,23 @@ def _child(workload: str, impl_name: str, preset: str,
 def measure(workload: str, impl_name: str, preset: str,
             overrides: Optional[Dict[str, Any]] = None, steps: int = 3,
             timeout: float = 900) -> Dict[str, Any]:
-  """Runs the child process; returns its figures or `{'error': ...}`."""
+  """Runs the child process; returns its figures, or `{'error': ...}` with
+  the end of its output if it failed or ran past `timeout` seconds."""
   env = dict(os.environ)
   env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  return child_process.run_module(
-      'benchmarks.memory', [workload, impl_name, preset,
-                            json.dumps(overrides or {}), str(steps)],
-      env, timeout)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  cmd = [sys.executable, '-m', 'benchmarks.memory', workload, impl_name,
+         preset, json.dumps(overrides or {}), str(steps)]
+  try:
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    return {'error': f'timed out after {timeout} s'}
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
+  if proc.returncode or not lines:
+    return {'error': (proc.stderr or proc.stdout)[-800:]}
+  return json.loads(lines[-1])
+
 
 if __name__ == '__main__':
   name, impl_arg, preset_arg, overrides_arg, steps_arg = sys.argv[1:6]

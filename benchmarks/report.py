@@ -1,14 +1,15 @@
 """Renders benchmark results (the JSON files of `bench.py`) as Markdown.
 
-`render(results_list, analysis)` returns `RESULTS.md`: the goals, met or
-missed and by how much, then one section per results file (machine,
-versions, one table per workload with absolute figures and ratios from the
-same run, the un-jitted call overhead), then the hand-written analysis.
+`render(results_list)` returns `RESULTS.md`: the goals, met or missed and
+by how much, then one section per results file (machine, versions, commit,
+XLA flags, one table per workload with absolute figures and ratios from the
+same run, the init comparison with Linen, the un-jitted call overhead).
 """
 import statistics
 from typing import Any, Dict, List, Optional
 
-__all__ = ['render', 'goal_rows', 'workload_rows', 'step_ratio', 'GOALS']
+__all__ = ['render', 'goal_rows', 'workload_rows', 'step_ratio',
+           'init_ratio', 'GOALS']
 
 CONTROL = 'plain_jax_again'  # = workloads.CONTROL (no JAX import here)
 IMPLS = ('flaxish', 'plain_jax', CONTROL, 'linen')
@@ -16,7 +17,7 @@ LABEL = {'flaxish': 'flaxish', 'plain_jax': 'plain JAX',
          CONTROL: 'plain JAX again', 'linen': 'Linen + optax'}
 GOALS = {
     'steady': ('steady-state train step <= 1.02x plain JAX', 1.02),
-    'init_by_shape': ("`init_by_shape` <= 0.5x Linen's `init`", 0.5),
+    'init': ("cold `init_by_shape` <= Linen's `init`", 1.0),
     'first_step': ("first train step <= Linen's", 1.0),
     'call': ("un-jitted call overhead <= Linen's `apply`", 1.0),
     'memory': ('peak memory <= plain JAX with buffer donation', 1.0),
@@ -78,10 +79,8 @@ class _Figures:
     if metric in ('step', 'eval', 'call'):
       s = d.get(f'{metric}_s')
       return (s['median'], s['round_medians']) if s else (None, [])
-    if metric in ('init_by_shape', 'init', 'init_by_shape_warm',
-                  'init_warm'):
-      xs = d.get(f'{metric}_s', [])
-      return _median(xs), xs
+    if metric == 'step_p10':
+      return d.get('step_s', {}).get('p10'), []
     if metric.startswith('first_step'):
       phase = metric.split(':')[1] if ':' in metric else 'total'
       xs = [f[phase] for f in d.get('first_step', [])]
@@ -107,15 +106,19 @@ def step_ratio(result: Dict[str, Any]):
   return _Figures(result).ratio('step', 'flaxish', 'plain_jax')
 
 
+def init_ratio(result: Dict[str, Any], mode: str = 'cold_s'):
+  """`(ratio of medians, per-round ratios)` of an init result (`run_init`),
+  flaxish `init_by_shape` / Linen `init`; `mode` 'cold_s' or 'warm_s'."""
+  a, b = (result['impls'][n][mode] for n in ('flaxish', 'linen'))
+  return _ratio(_median(a), _median(b)), _per_round(a, b)
+
+
 ROWS = [  # (metric, label, formatter)
-    ('init_by_shape', '`init_by_shape`, cold', fmt_time),
-    ('init_by_shape_warm', '`init_by_shape`, warm', fmt_time),
-    ('init', '`init` on the batch, cold', fmt_time),
-    ('init_warm', '`init` on the batch, warm', fmt_time),
     ('first_step', 'first train step (trace+compile+run)', fmt_time),
     ('first_step:trace', '... of which tracing', fmt_time),
     ('first_step:compile', '... of which XLA compile', fmt_time),
     ('step', 'steady-state train step', fmt_time),
+    ('step_p10', '... 10th percentile of the steps', fmt_time),
     ('eval', 'eval step', fmt_time),
     ('memory', 'peak memory, measured', fmt_mib),
     ('xla_peak', 'peak memory of the step, XLA', fmt_mib),
@@ -195,25 +198,12 @@ def goal_rows(results: Dict[str, Any]) -> List[List[str]]:
   for name, res in results.get('workloads', {}).items():
     fig = _Figures(res)
     checks = [('steady', 'step', 'plain_jax'),
-              ('init_by_shape', None, 'linen'),
               ('first_step', 'first_step', 'linen'),
               ('memory', 'memory', 'plain_jax')]
     for goal, metric, ref in checks:
       if ref not in fig.impls:
         continue
       label, target = GOALS[goal]
-      if goal == 'init_by_shape':
-        parts = []
-        for mode, a, b in (('cold', 'init_by_shape', 'init'),
-                           ('warm', 'init_by_shape_warm', 'init_warm')):
-          r = _ratio(fig.get('flaxish', a)[0], fig.get('linen', b)[0])
-          if r is not None:
-            parts.append((mode, r))
-        if parts:
-          rows.append([plat, label, name, ', '.join(
-              f'{m} {fmt_ratio(r)}' for m, r in parts), ', '.join(
-                  f'{m}: {verdict(r, target)}' for m, r in parts)])
-        continue
       if goal == 'memory':
         # XLA's figure decides: on CPU the resident-memory measurement is
         # only a lower bound (see memory.py).
@@ -231,6 +221,10 @@ def goal_rows(results: Dict[str, Any]) -> List[List[str]]:
       if ref == 'plain_jax' and CONTROL in fig.impls:
         text += '; control ' + fmt_ratio(*fig.ratio(metric, CONTROL, ref))
       rows.append([plat, label, name, text, verdict(r, target)])
+  for name, res in results.get('init', {}).items():
+    r, spread = init_ratio(res)
+    rows.append([plat, GOALS['init'][0], name, fmt_ratio(r, spread),
+                 verdict(r, GOALS['init'][1])])
   call = results.get('call_overhead')
   if call and 'linen' in call['impls']:
     over = _overheads(call)
@@ -256,7 +250,9 @@ def _table(header: List[str], rows: List[List[str]]) -> str:
 def _run_line(run: Dict[str, Any], name_workloads: bool) -> str:
   part = (f' ({", ".join(run.get("workloads") or [])})' if name_workloads
           else '')
-  return (f'- Run{part}: {run.get("date", "")}, {run.get("wall_s") or 0:.0f}'
+  commit = f', commit `{run["commit"]}`' if run.get('commit') else ''
+  return (f'- Run{part}: {run.get("date", "")}{commit}, '
+          f'{run.get("wall_s") or 0:.0f}'
           f' s; load average {run.get("load_before", "?")} before, '
           f'{run.get("load_after", "?")} after; `{run.get("command", "")}`')
 
@@ -271,11 +267,14 @@ def _meta_lines(meta: Dict[str, Any]) -> List[str]:
   return [
       f'- Machine: {meta.get("machine", "")}',
       f'- Device: {meta.get("device_kind", "")} '
-      f'({meta.get("platform", "")}); {versions}',
+      f'({meta.get("platform", "")}); {versions}; flaxish at commit '
+      f'`{meta.get("commit") or "?"}` ("+": with uncommitted changes)',
+      f'- Every column: `XLA_FLAGS={meta.get("xla_flags", "?")}`; '
+      f'flaxish CPU defaults: {meta.get("cpu_defaults", "?")}',
       *[_run_line(run, len(runs) > 1) for run in runs],
-      f'- Settings: preset `{meta.get("preset", "")}`; cold rounds '
-      f'{s.get("cold_rounds")}, warm init rounds {s.get("warm_rounds")}, '
-      f'steady state {s.get("rounds")} rounds x {s.get("steps")} steps '
+      f'- Settings: preset `{meta.get("preset", "")}`; first-step rounds '
+      f'{s.get("cold_rounds")}, init rounds {s.get("init_rounds")} cold / '
+      f'{s.get("warm_init_rounds")} warm, steady state {s.get("rounds")} rounds x {s.get("steps")} steps '
       f'after {s.get("warmup")} warm-up steps; un-jitted calls '
       f'{s.get("call_rounds")} rounds x {s.get("calls")}; memory: '
       f'{meta.get("memory_method", "")}',
@@ -314,6 +313,19 @@ def render_results(results: Dict[str, Any]) -> str:
     if errors:
       out.append(f'Memory measurement failed: {errors}')
     out.append('')
+  inits = results.get('init', {})
+  if inits:
+    out += ['### init: flaxish `init_by_shape` vs Linen `init` on ones', '',
+            _table(['workload', 'flaxish, cold', 'Linen, cold',
+                    'flaxish / Linen, cold', 'flaxish, warm', 'Linen, warm',
+                    'flaxish / Linen, warm'], [
+                        [name] + [x for mode in ('cold_s', 'warm_s') for x in (
+                            fmt_time(_median(res['impls']['flaxish'][mode])),
+                            fmt_time(_median(res['impls']['linen'][mode])),
+                            fmt_ratio(*init_ratio(res, mode)))]
+                        for name, res in inits.items()]),
+            '', 'Cold: `jax.clear_caches()` before every call, as in a new '
+            'process; warm: the same call repeated.', '']
   call = results.get('call_overhead')
   if call:
     over = _overheads(call)
@@ -335,19 +347,19 @@ def render_results(results: Dict[str, Any]) -> str:
 HEADER = """# Benchmarks: flaxish vs plain JAX vs Flax Linen
 
 Generated by `make bench` (`python -m benchmarks.bench`) from the JSON files
-in `benchmarks/results/`; the analysis at the end is
-`benchmarks/ANALYSIS.md`. Method: `benchmarks/README.md`. Other benchmarks:
-[optimizer updates vs optax](RESULTS_optim.md),
-[checkpoints](RESULTS_checkpoints.md).
+in `benchmarks/results/`; how to run and read it: `benchmarks/README.md`.
 
 Every figure in a table comes from one run in one process (memory: one
-fresh process per implementation); implementations alternate round by
-round, times are medians, and ratios are flaxish over the reference with
-the range of the per-round ratios in brackets (the run-to-run spread).
+fresh process per implementation), so every column runs under the same
+`XLA_FLAGS`, listed per section. Implementations alternate round by round,
+times are medians, and ratios are flaxish over the reference with the range
+of the per-round ratios in brackets. "plain JAX again" is the hand-written
+program compiled a second time: its ratio to plain JAX is the resolution of
+the comparison.
 """
 
 
-def render(results_list: List[Dict[str, Any]], analysis: str = '') -> str:
+def render(results_list: List[Dict[str, Any]]) -> str:
   out = [HEADER, '## Goals', '']
   rows = [r for results in results_list for r in goal_rows(results)]
   out.append(_table(['machine', 'goal', 'workload', 'ratio', 'verdict'],
@@ -355,6 +367,4 @@ def render(results_list: List[Dict[str, Any]], analysis: str = '') -> str:
   out.append('')
   for results in results_list:
     out.append(render_results(results))
-  if analysis:
-    out += ['## Reading the numbers', '', analysis.strip(), '']
   return '\n'.join(out)

@@ -3,14 +3,20 @@ versions compute the same thing, and the runner writes its JSON and Markdown.
 
 Tiny sizes only; nothing here is timed or asserts on timings.
 """
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flaxish import cpu_defaults
 from benchmarks import bench
+from benchmarks import harness
 from benchmarks import memory
 from benchmarks import report
 from benchmarks import workloads
@@ -89,11 +95,17 @@ def test_train_steps_agree_after_one_update():
 def test_runner_writes_json_and_markdown_rows(tmp_path):
   json_path, md_path = tmp_path / 'cpu.json', tmp_path / 'RESULTS.md'
   bench.main(['--preset=tiny', '--workloads=mnist_cnn,mlp', '--memory=none',
-              '--cold-init=0', '--warm-rounds=0',
+              '--init-workloads=',
               '--impls=flaxish,plain_jax,plain_jax_again',
               f'--json={json_path}', f'--markdown={md_path}'])
   results = json.loads(json_path.read_text())
-  assert results['meta']['preset'] == 'tiny'
+  meta = results['meta']
+  assert meta['preset'] == 'tiny'
+  # The settings every column ran with are recorded.
+  assert meta['xla_flags'] == os.environ.get('XLA_FLAGS', '')
+  assert meta['cpu_defaults'] == 'off'
+  assert meta['versions']['jax'] == jax.__version__
+  assert len(meta['commit'].rstrip('+')) >= 7
   mnist = results['workloads']['mnist_cnn']
   for name in ('flaxish', 'plain_jax'):
     figures = mnist['impls'][name]
@@ -104,6 +116,8 @@ def test_runner_writes_json_and_markdown_rows(tmp_path):
   assert mnist['check']['impls']['plain_jax_again']['update'] == 0
   assert set(results['call_overhead']['impls']) >= {'flaxish', 'plain_jax'}
   text = md_path.read_text()
+  assert f'- Every column: `XLA_FLAGS={meta["xla_flags"]}`; flaxish CPU ' \
+         'defaults: off' in text
   assert '### mnist_cnn: MNIST CNN, batch 4' in text
   assert '| steady-state train step |' in text
   assert '| plain JAX again | flaxish / plain JAX | ' \
@@ -113,10 +127,79 @@ def test_runner_writes_json_and_markdown_rows(tmp_path):
   assert '### mlp:' in text
 
 
+def test_cpu_defaults_option_applies_the_flags_to_the_whole_run(tmp_path):
+  json_path = tmp_path / 'cpu.json'
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  subprocess.run([sys.executable, '-m', 'benchmarks.bench', '--preset=tiny',
+                  '--workloads=mlp', '--init-workloads=', '--memory=none',
+                  '--impls=flaxish,plain_jax', '--cpu-defaults',
+                  f'--json={json_path}', '--markdown='],
+                 cwd=repo, env=env, check=True, timeout=600,
+                 capture_output=True)
+  meta = json.loads(json_path.read_text())['meta']
+  flags = cpu_defaults.flags_for_this_jaxlib()
+  assert meta['xla_flags'] == ' '.join(flags)
+  assert meta['cpu_defaults'] == ('applied' if flags else 'not measured')
+
+
 def test_memory_child_reports_a_peak():
   out = memory.measure('mnist_cnn', 'flaxish', 'tiny', steps=1)
   assert 'error' not in out, out
   assert out['peak_bytes'] >= out['state_bytes'] > 0
+
+
+def test_memory_child_failure_and_timeout_become_errors():
+  out = memory.measure('no_such_workload', 'flaxish', 'tiny', steps=1)
+  assert "unknown workload 'no_such_workload'" in out['error']
+  out = memory.measure('mnist_cnn', 'flaxish', 'tiny', steps=1, timeout=0.01)
+  assert out == {'error': 'timed out after 0.01 s'}
+
+
+def _with_linen_stand_in(workload, linen_factory):
+  # The test environment has no flax: plain JAX stands in for Linen, which
+  # is enough to test the timing loop and its layout check.
+  return dataclasses.replace(workload, impls={**workload.impls,
+                                              'linen': linen_factory})
+
+
+def test_init_times_cold_and_warm_rounds_and_checks_the_layout():
+  w = TINY['mnist_cnn']()
+  w = _with_linen_stand_in(w, w.impls['plain_jax'])
+  settings = harness.Settings(init_rounds=2, warm_init_rounds=3)
+  res = harness.run_init(w, settings, log=lambda *a: None)
+  for name in ('flaxish', 'linen'):
+    assert len(res['impls'][name]['cold_s']) == 2
+    assert len(res['impls'][name]['warm_s']) == 3
+    assert all(t > 0 for t in res['impls'][name]['cold_s'])
+  assert harness.run_init(TINY['mnist_cnn'](), settings) is None  # no Linen
+
+  plain = w.impls['plain_jax']()
+  wrong = dataclasses.replace(plain, init_by_shape=lambda rng: (
+      {'dense': {'kernel': jnp.zeros((2, 2))}}, {}))
+  w = _with_linen_stand_in(w, lambda: wrong)
+  with pytest.raises(harness.CheckError,
+                     match='mnist_cnn/linen: init_by_shape gives another '
+                     'parameter layout than plain JAX'):
+    harness.run_init(w, settings, log=lambda *a: None)
+
+
+def test_report_gives_init_ratios_against_linen():
+  res = {'title': 't', 'impls': {'flaxish': {'cold_s': [2., 3., 4.],
+                                             'warm_s': [1., 1.]},
+                                 'linen': {'cold_s': [2., 2., 2.],
+                                           'warm_s': [2., 2.]}}}
+  results = {'meta': {'label': 'CPU', 'platform': 'cpu'}, 'workloads': {},
+             'init': {'resnet18': res}}
+  assert report.init_ratio(res) == (1.5, [1., 1.5, 2.])
+  assert report.init_ratio(res, 'warm_s') == (0.5, [0.5, 0.5])
+  assert report.goal_rows(results) == [
+      ['CPU', "cold `init_by_shape` <= Linen's `init`", 'resnet18',
+       '1.500 (1.00-2.00)', 'missed by 50.0%']]
+  assert '| resnet18 | 3.00 s | 2.00 s | 1.500 (1.00-2.00) | 1.00 s | ' \
+         '2.00 s | 0.500 (0.50-0.50) |' in report.render_results(results)
 
 
 def test_report_says_by_how_much_a_goal_is_missed():
@@ -133,8 +216,8 @@ def test_report_says_by_how_much_a_goal_is_missed():
 
 def test_update_keeps_earlier_workloads_and_refuses_other_settings(tmp_path):
   json_path = tmp_path / 'cpu.json'
-  common = ['--preset=tiny', '--memory=none', '--cold-init=0',
-            '--warm-rounds=0', '--impls=flaxish,plain_jax',
+  common = ['--preset=tiny', '--memory=none', '--init-workloads=',
+            '--impls=flaxish,plain_jax',
             f'--json={json_path}', '--markdown=']
   bench.main(common + ['--workloads=mlp'])
   bench.main(common + ['--workloads=mnist_cnn', '--update'])
@@ -149,3 +232,12 @@ def test_update_keeps_earlier_workloads_and_refuses_other_settings(tmp_path):
   with pytest.raises(SystemExit, match='settings differs'):
     bench.main(common + ['--workloads=mlp', '--update', '--calls=2'])
   assert json_path.read_text() == before  # refused before writing anything
+
+
+def test_update_refuses_other_xla_flags():
+  meta = {'platform': 'cpu', 'xla_flags': '', 'cpu_defaults': 'off'}
+  earlier = {'meta': meta, 'workloads': {}}
+  later = {'meta': {**meta, 'xla_flags': '--xla_foo=1'}, 'workloads': {}}
+  with pytest.raises(SystemExit, match="xla_flags differs from the earlier "
+                     "run's \\('--xla_foo=1' vs ''\\)"):
+    bench.merge(earlier, later)
