@@ -1,12 +1,10 @@
 """The msgpack wire format of state dicts (2020 flax), on the msgpack library.
 
-An array is ext type 1, the msgpack of `(shape, dtype.str, C-order bytes)`
-(`ml_dtypes` types, whose `dtype.str` is ambiguous, by name: 'bfloat16'); a
-complex ext type 2, `(real, imag)`; a NumPy scalar ext type 3, as 1. Arrays
-over `MAX_CHUNK_SIZE` bytes are `{CHUNKED_MARKER: True, 'shape': {'0': d0},
-'chunks': {'0': a0, ..}}` (as current flax). Writing streams each array's
-bytes to the file; reading uses `msgpack.Unpacker(file, ext_hook=...)`.
-Restored arrays are read-only, as in 2020.
+Arrays are ext type 1, msgpack `(shape, dtype.str, C-order bytes)` (ml_dtypes
+by name: 'bfloat16'); complex ext type 2 `(real, imag)`; NumPy scalars type
+3. Arrays over `MAX_CHUNK_SIZE` bytes are chunked as current flax does.
+Writing streams each array's bytes to the file; restored arrays are
+read-only, as in 2020.
 """
 import io
 import os
@@ -23,11 +21,9 @@ import numpy as np
 from flaxish.serialization.state_dict import (from_state_dict, join_path,
                                               to_state_dict)
 
-__all__ = ['CHUNKED_MARKER', 'MAX_CHUNK_SIZE', 'MalformedDataError',
-           'CorruptCheckpointError', 'UnsupportedCheckpointError',
-           'msgpack_serialize', 'msgpack_restore',
-           'to_bytes', 'from_bytes', 'write_checkpoint', 'read_checkpoint',
-           'read_msgpack', 'Digest', 'to_numpy']
+__all__ = ['msgpack_serialize', 'msgpack_restore', 'to_bytes', 'from_bytes',
+           'write_checkpoint', 'read_checkpoint', 'MalformedDataError',
+           'CorruptCheckpointError', 'UnsupportedCheckpointError', 'to_numpy']
 
 NDARRAY, COMPLEX, NPSCALAR = 1, 2, 3
 CHUNKED_MARKER = '__msgpack_chunked_array__'
@@ -38,10 +34,8 @@ _BIN = (('B', 0xc4), ('H', 0xc5), ('I', 0xc6))
 _EXT = (('B', 0xc7), ('H', 0xc8), ('I', 0xc9))
 _FIXEXT = {1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8}
 
-
 class MalformedDataError(ValueError):
   """The data is not a valid (or is a truncated) msgpack state dict."""
-
 
 class CorruptCheckpointError(ValueError):
   """A checkpoint file is truncated, damaged or incomplete; `path` names it."""
@@ -50,12 +44,10 @@ class CorruptCheckpointError(ValueError):
     self.path, self.reason = path, reason
     super().__init__(f'checkpoint file {path} is corrupt: {reason}')
 
-
 class UnsupportedCheckpointError(ValueError):
   """A checkpoint was written in a newer format version."""
 
-
-class Digest:
+class _Digest:
   """Wraps a binary file: counts and CRC-32s the bytes read or written."""
 
   def __init__(self, f: BinaryIO):
@@ -72,10 +64,8 @@ class Digest:
     self.crc, self.size = zlib.crc32(data, self.crc), self.size + len(data)
     return data
 
-
 def to_numpy(x: Any) -> np.ndarray:
-  """An array leaf on the host; typed PRNG keys become their key data, a
-  `jax.Array` split over processes is gathered (a collective)."""
+  """An array leaf on the host (keys as key data; split arrays gathered)."""
   if isinstance(x, jax.Array):
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       x = jax.random.key_data(x)
@@ -84,59 +74,36 @@ def to_numpy(x: Any) -> np.ndarray:
           multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
 
-
 def _header(tags, n: int) -> bytes:
   """A msgpack bin or ext header (the Packer has no API for these alone)."""
   fmt, tag = next(t for t in tags if n < 1 << 8 * struct.calcsize(t[0]))
   return struct.pack('>B' + fmt, tag, n)
 
-
 def _default(x: Any) -> Any:
   if isinstance(x, complex):
     return msgpack.ExtType(COMPLEX, msgpack.packb((x.real, x.imag)))
   raise TypeError('only dicts, lists, tuples, arrays and scalars can be '
-                  'written: use to_state_dict (or to_bytes), and register '
-                  'classes with register_serialization_state')
-
+                  'written: use to_state_dict, register_serialization_state')
 
 class _Writer:
   """Streams a tree to `write` with a `msgpack.Packer`."""
 
   def __init__(self, write: Any):
-    self.write = write
-    self.p = msgpack.Packer(use_bin_type=True, strict_types=True,
-                            default=_default)
+    self.write, self.p = write, msgpack.Packer(
+        use_bin_type=True, strict_types=True, default=_default)
 
   def pack(self, x: Any, path: str = '') -> None:
-    if type(x) in (dict, list, tuple):  # pylint: disable=unidiomatic-typecheck
-      items = x.items() if type(x) is dict else enumerate(x)  # pylint: disable=unidiomatic-typecheck
-      self.write(self.p.pack_map_header(len(x)) if type(x) is dict else  # pylint: disable=unidiomatic-typecheck
-                 self.p.pack_array_header(len(x)))
-      for key, value in items:
-        if type(x) is dict:  # pylint: disable=unidiomatic-typecheck
-          self._scalar(key, join_path(path, key))
-        self.pack(value, join_path(path, key))
-    elif isinstance(x, (np.ndarray, np.generic, jax.Array)):
-      arr = to_numpy(x)
-      if arr.dtype.hasobject or arr.dtype.fields:
-        raise TypeError(f'cannot serialize the array at {path or "/"}: its '
-                        f'dtype {arr.dtype} is not numeric; convert it first')
-      arr = np.ascontiguousarray(arr, arr.dtype.newbyteorder('=')).reshape(
-          arr.shape)
-      if arr.nbytes <= MAX_CHUNK_SIZE:
-        return self._ndarray(arr, NPSCALAR if isinstance(x, np.generic) else
-                             NDARRAY)
-      flat, per = arr.reshape(-1), max(1, MAX_CHUNK_SIZE // arr.itemsize)
-      starts = range(0, flat.size, per)
-      self.write(self.p.pack_map_header(3) + self.p.pack(CHUNKED_MARKER) +
-                 self.p.pack(True) + self.p.pack('shape') + self.p.pack(
-                     {str(i): int(d) for i, d in enumerate(arr.shape)}) +
-                 self.p.pack('chunks') + self.p.pack_map_header(len(starts)))
-      for i, start in enumerate(starts):
-        self.write(self.p.pack(str(i)))
-        self._ndarray(flat[start:start + per], NDARRAY)
-    else:
-      self._scalar(x, path)
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+      return self._array(x, path)
+    if type(x) not in (dict, list, tuple):  # pylint: disable=unidiomatic-typecheck
+      return self._scalar(x, path)
+    is_dict = type(x) is dict  # pylint: disable=unidiomatic-typecheck
+    self.write(self.p.pack_map_header(len(x)) if is_dict else
+               self.p.pack_array_header(len(x)))
+    for key, value in x.items() if is_dict else enumerate(x):
+      if is_dict:
+        self._scalar(key, join_path(path, key))
+      self.pack(value, join_path(path, key))
 
   def _scalar(self, x: Any, path: str) -> None:
     try:
@@ -145,40 +112,48 @@ class _Writer:
       raise TypeError(f'cannot serialize the {type(x).__name__} at '
                       f'{path or "/"}: {e}') from e
 
+  def _array(self, x: Any, path: str) -> None:
+    arr = to_numpy(x)
+    if arr.dtype.hasobject or arr.dtype.fields:
+      raise TypeError(f'cannot serialize the array at {path or "/"}: its '
+                      f'dtype {arr.dtype} is not numeric; convert it first')
+    arr = np.ascontiguousarray(arr, arr.dtype.newbyteorder('=')).reshape(
+        arr.shape)
+    if arr.nbytes <= MAX_CHUNK_SIZE:
+      return self._ndarray(arr, NPSCALAR if isinstance(x, np.generic) else
+                           NDARRAY)
+    flat, per = arr.reshape(-1), max(1, MAX_CHUNK_SIZE // arr.itemsize)
+    starts, pack = range(0, flat.size, per), self.p.pack
+    self.write(self.p.pack_map_header(3) + pack(CHUNKED_MARKER) + pack(True) +
+               pack('shape') + pack({str(i): d for i, d in enumerate(
+                   arr.shape)}) + pack('chunks') +
+               self.p.pack_map_header(len(starts)))
+    for i, start in enumerate(starts):
+      self.write(pack(str(i)))
+      self._ndarray(flat[start:start + per], NDARRAY)
+
   def _ndarray(self, arr: np.ndarray, code: int) -> None:
     name = arr.dtype.name if arr.dtype.name in _ML_DTYPES else arr.dtype.str
-    prefix = (b'\x93' + self.p.pack([int(d) for d in arr.shape]) +
-              self.p.pack(name) + _header(_BIN, arr.nbytes))
+    prefix = (b'\x93' + self.p.pack(list(arr.shape)) + self.p.pack(name) +
+              _header(_BIN, arr.nbytes))
     n = len(prefix) + arr.nbytes
     self.write((bytes((_FIXEXT[n],)) if n in _FIXEXT else _header(_EXT, n)) +
                struct.pack('>b', code) + prefix)
     if arr.nbytes:
       self.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
-
 def _ext_hook(code: int, data: bytes) -> Any:
+  if code not in (NDARRAY, COMPLEX, NPSCALAR):
+    return msgpack.ExtType(code, data)
   if code == COMPLEX:
     return complex(*msgpack.unpackb(data))
-  if code not in (NDARRAY, NPSCALAR):
-    return msgpack.ExtType(code, data)
-  unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False)
-  if unpacker.read_array_header() != 3:
-    raise ValueError('an array extension does not hold (shape, dtype, data)')
-  shape, name = unpacker.unpack(), unpacker.unpack()
+  shape, name, buffer = msgpack.unpackb(data, raw=False)
   name = name.decode('ascii', 'replace') if isinstance(name, bytes) else name
   dtype = _ML_DTYPES[name] if name in _ML_DTYPES else np.dtype(name)
-  if dtype.hasobject or not isinstance(shape, list) or not all(
-      type(d) is int and d >= 0 for d in shape):  # pylint: disable=unidiomatic-typecheck
-    raise ValueError(f'invalid array shape {shape!r} or dtype {dtype}')
-  nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-  start = len(data) - nbytes
-  if start < unpacker.tell() or data[unpacker.tell():start] != _header(
-      _BIN, nbytes):
-    raise ValueError(f'an array of shape {tuple(shape)} and dtype {dtype} '
-                     f'does not hold {nbytes} data bytes')
-  arr = np.frombuffer(data, dtype, nbytes // max(dtype.itemsize, 1), start)
-  return arr.reshape(shape)[()] if code == NPSCALAR else arr.reshape(shape)
-
+  if dtype.hasobject or min(shape, default=0) < 0:
+    raise ValueError(f'invalid array shape {shape} or dtype {dtype}')
+  arr = np.frombuffer(buffer, dtype).reshape(shape)  # errors on a bad size
+  return arr[()] if code == NPSCALAR else arr
 
 def _object_hook(d: dict) -> Any:
   if d.get(CHUNKED_MARKER) is not True:
@@ -186,43 +161,21 @@ def _object_hook(d: dict) -> Any:
   try:
     shape = tuple(d['shape'][str(i)] for i in range(len(d['shape'])))
     chunks = [d['chunks'][str(i)] for i in range(len(d['chunks']))]
-    if len(d) != 3 or len({(c.dtype, c.ndim) for c in chunks}) != 1:
+    if len({(c.dtype, c.ndim) for c in chunks}) != 1:
       raise ValueError('chunks of different dtypes or shapes')
     return np.concatenate(chunks).reshape(shape)
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise ValueError(f'malformed chunked array: {e}') from e
 
-
-_HOOKS = dict(ext_hook=_ext_hook, object_hook=_object_hook, raw=False,
+_HOOKS = dict(ext_hook=_ext_hook, object_hook=_object_hook,
               strict_map_key=False)
-
-
-def read_msgpack(f: Any, size: int) -> Any:
-  """The one msgpack object in the `size` bytes of the binary file `f` (read
-  to its end). Raises `MalformedDataError`."""
-  limit = min(max(size, 1 << 16), 2**31 - 1)
-  unpacker = msgpack.Unpacker(f, max_buffer_size=limit,
-                              read_size=min(limit, 1 << 20), **_HOOKS)
-  try:
-    tree = unpacker.unpack()
-  except msgpack.OutOfData:
-    raise MalformedDataError('the data ends early (truncated)') from None
-  except Exception as e:  # pylint: disable=broad-except
-    raise MalformedDataError(f'malformed data: {e}') from e
-  while f.read(1 << 20):  # the rest, for a Digest
-    pass
-  if size != unpacker.tell():
-    raise MalformedDataError(f'{size - unpacker.tell()} bytes after the data')
-  return tree
-
 
 def write_checkpoint(f: BinaryIO, state: Any) -> Dict[str, int]:
   """Writes the state dict `state` to the binary file `f` as msgpack; returns
   `{'size': bytes, 'crc32': zlib CRC-32}`."""
-  digest = Digest(f)
+  digest = _Digest(f)
   _Writer(digest.write).pack(state)
   return {'size': digest.size, 'crc32': digest.crc}
-
 
 def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
                     = None) -> Any:
@@ -231,18 +184,24 @@ def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
   (also raised for malformed data)."""
   path = os.fspath(path)
   with open(path, 'rb') as f:
-    size, digest = os.fstat(f.fileno()).st_size, Digest(f)
-    if accepted and size not in [a[0] for a in accepted]:
-      raise CorruptCheckpointError(path, f'it has {size} bytes, not '
-                                   f'{accepted[0][0]} (truncated)')
+    size, digest = os.fstat(f.fileno()).st_size, _Digest(f)
+    limit = min(max(size, 1 << 16), 2**31 - 1)  # no object is larger
+    unpacker = msgpack.Unpacker(digest, max_buffer_size=limit,
+                                read_size=min(limit, 1 << 20), **_HOOKS)
     try:
-      state = read_msgpack(digest, size)
-    except MalformedDataError as e:
-      raise CorruptCheckpointError(path, str(e)) from None
+      state = unpacker.unpack()
+      if unpacker.tell() != size:
+        raise ValueError(f'{size - unpacker.tell()} bytes after the data')
+    except msgpack.OutOfData:
+      raise CorruptCheckpointError(path, 'truncated (the data ends early)')
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(path, f'malformed data: {e!r}') from None
+    while digest.read(1 << 20):  # the rest, for the checksum
+      pass
   if accepted and (size, digest.crc) not in [tuple(a) for a in accepted]:
-    raise CorruptCheckpointError(path, 'damaged (checksum mismatch)')
+    raise CorruptCheckpointError(path, 'damaged or truncated (checksum '
+                                 'mismatch)')
   return state
-
 
 def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   """The msgpack bytes of a tree of dicts, lists, scalars, arrays."""
@@ -251,7 +210,6 @@ def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   _Writer(out.write).pack(pytree)
   return out.getvalue()
 
-
 def msgpack_restore(encoded_pytree: bytes) -> Any:
   """The tree in msgpack bytes (arrays read-only), or `MalformedDataError`."""
   try:
@@ -259,11 +217,9 @@ def msgpack_restore(encoded_pytree: bytes) -> Any:
   except Exception as e:  # pylint: disable=broad-except
     raise MalformedDataError(f'malformed msgpack data: {e}') from e
 
-
 def to_bytes(target: Any) -> bytes:
   """The msgpack bytes of `target`'s state dict (a Model, Optimizer, ...)."""
   return msgpack_serialize(to_state_dict(target))
-
 
 def from_bytes(target: Any, encoded_bytes: bytes, *,
                strict: bool = True) -> Any:

@@ -1,14 +1,11 @@
 """State dicts: pytrees as nested dicts of leaves, and back, strictly checked.
 
-A registry maps a type to `to_state_dict(x) -> dict` and `from_state_dict(
-target, state) -> x` (2020 signatures): dict, OrderedDict, list and tuple
-(`{'0': ..}`), namedtuples (`{'name', 'fields', 'values'}`), and each
-`struct.dataclass`. `from_state_dict` lists every missing, unexpected and
-mismatched path in one `RestoreError`. Shapes must match; another dtype is
-cast to the target's when safe (same kind, such as float64 to float32, or
-NumPy-safe, such as int8 to float32), else a mismatch (float to int).
-Python numbers match numbers and arrays of shape (); typed PRNG keys match
-their key data.
+A registry of `to_state_dict(x) -> dict` / `from_state_dict(target, state)`
+handlers (2020 signatures; dicts, lists, tuples, namedtuples, dataclasses).
+Restoring lists every missing, unexpected and mismatched path in one
+`RestoreError`; another dtype is cast to the target's when safe (same kind,
+e.g. float64 to float32, or NumPy-safe, e.g. int8 to float32), else it is a
+mismatch (float to int). Python numbers match arrays of shape ().
 """
 import collections
 import contextvars
@@ -27,12 +24,10 @@ _KINDS = (np.bool_, np.signedinteger, np.unsignedinteger, np.floating,
           np.complexfloating)
 _KEY = jax.dtypes.prng_key
 
-
 def join_path(path: str, key: Any) -> str:
   """`path` + '/' + `key` ('' is the root); keys with '/' are quoted."""
   key = str(key)
   return f'{path}/{repr(key) if not key or "/" in key else key}'
-
 
 class RestoreProblem(NamedTuple):
   """A difference at `path` ('/' the root): `kind` 'missing', 'unexpected'
@@ -45,25 +40,21 @@ class RestoreProblem(NamedTuple):
   def __str__(self) -> str:
     return f'{self.path}: {self.message}'
 
-
 class RestoreError(ValueError):
-  """The state does not match the target: `problems` lists every difference,
-  `source` names what was read (e.g. a checkpoint file)."""
+  """The state does not match the target: every difference (`problems`)."""
 
   def __init__(self, problems: List[RestoreProblem],
                source: Optional[str] = None):
     self.problems, self.source = list(problems), source
     n = collections.Counter(p.kind for p in self.problems)
-    counts = ', '.join(f'{n[k]} {w}' for k, w in (
-        ('missing', 'missing'), ('unexpected', 'unexpected'),
-        ('mismatch', 'mismatched')) if n[k])
+    counts = ', '.join(f'{n[k]} {k}'.replace('mismatch', 'mismatched') for k
+                       in ('missing', 'unexpected', 'mismatch') if n[k])
     super().__init__('\n'.join(
         [f'{f"checkpoint {source}" if source else "the state"} does not '
          f'match the target ({counts}):'] + [f'  {p}' for p in problems] +
         ['Fix the target (or restore from a matching file), or pass '
          'strict=False to restore only the entries that match and get the '
          'skipped ones back.']))
-
 
 def _signature(x: Any):
   """(shape, dtype) of an array-like leaf (dtype None for a number)."""
@@ -77,7 +68,6 @@ def _signature(x: Any):
   except (AttributeError, TypeError):
     return None
 
-
 def _describe(x: Any) -> str:
   if isinstance(x, dict):
     n = len(jax.tree_util.tree_leaves(x))
@@ -90,14 +80,9 @@ def _describe(x: Any) -> str:
     return 'None' if x is None else f'the {type(x).__name__} {x!r}'
   return f'an object of type {type(x).__name__}'
 
-
 def _safe_cast(src: np.dtype, dst: np.dtype) -> bool:
   kind = lambda d: next((k for k in _KINDS if jax.dtypes.issubdtype(d, k)), d)
-  try:
-    return kind(src) == kind(dst) or np.can_cast(src, dst, 'safe')
-  except TypeError:
-    return False
-
+  return kind(src) == kind(dst) or np.can_cast(src, dst, 'safe')
 
 def _match_leaf(target: Any, value: Any) -> Any:
   """(value in the form of target, None) or (target, problem)."""
@@ -121,7 +106,6 @@ def _match_leaf(target: Any, value: Any) -> Any:
   return target, f'{_describe(value)} in the file, {_describe(target)} in ' \
       'the target'
 
-
 def _match(target: Any, state: Any, path: str, problems: list) -> Any:
   if not (isinstance(target, dict) and isinstance(state, dict)):
     restored, problem = _match_leaf(target, state)
@@ -141,12 +125,10 @@ def _match(target: Any, state: Any, path: str, problems: list) -> Any:
       f'({_describe(v)})', v) for k, v in state.items() if k not in target)
   return merged
 
-
 def _handler(x: Any):
   if isinstance(x, tuple) and hasattr(type(x), '_fields'):
     return _REGISTRY.get(type(x), _REGISTRY[_NamedTuple])
   return _REGISTRY.get(type(x))
-
 
 def register_serialization_state(ty: type, ty_to_state_dict: Callable,
                                  ty_from_state_dict: Callable,
@@ -159,11 +141,9 @@ def register_serialization_state(ty: type, ty_to_state_dict: Callable,
                      'registered; pass override=True to replace it')
   _REGISTRY[ty] = (ty_to_state_dict, ty_from_state_dict)
 
-
 def is_registered(ty: type) -> bool:
   """Whether `ty` has a state-dict handler."""
   return ty in _REGISTRY
-
 
 def to_state_dict(target: Any) -> Any:
   """The state dict of `target`: nested dicts with str keys, leaves as is."""
@@ -176,16 +156,13 @@ def to_state_dict(target: Any) -> Any:
                     f'returned {state!r:.80}, not a dict with str keys')
   return state
 
-
 def from_state_dict(target: Any, state: Any, name: str = '.', *,
                     strict: bool = True) -> Any:
   """Restores `state` into a copy of `target` (None: returns `state`).
 
-  `name` is ignored (later flax passes the child's name). `strict=True`
-  raises one `RestoreError` listing every difference; `strict=False`
-  restores what matches, keeps the target's values elsewhere and returns
-  `(restored, skipped)`, `skipped` the `RestoreProblem`s.
-  """
+  `strict=True` raises one `RestoreError` listing every difference; False
+  restores what matches and returns `(restored, skipped RestoreProblems)`.
+  `name` is ignored (later flax passes the child's name)."""
   del name
   problems = []
   if not _inside_restore.get() and target is not None:
@@ -200,10 +177,8 @@ def from_state_dict(target: Any, state: Any, name: str = '.', *,
     _inside_restore.reset(token)
   return restored if strict else (restored, problems)
 
-
 class _NamedTuple:
   """Registry key shared by all namedtuple classes."""
-
 
 def _dict_to_state(xs: Dict[Any, Any]) -> Dict[str, Any]:
   state = {str(k): to_state_dict(v) for k, v in xs.items()}
@@ -212,10 +187,8 @@ def _dict_to_state(xs: Dict[Any, Any]) -> Dict[str, Any]:
                      'str forms, so they cannot be state dict keys')
   return state
 
-
 def _list_from_state(xs, state) -> list:
   return [from_state_dict(v, state[str(i)]) for i, v in enumerate(xs)]
-
 
 for _ty in (dict, collections.OrderedDict):
   register_serialization_state(_ty, _dict_to_state, lambda xs, s: type(xs)(

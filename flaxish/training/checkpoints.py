@@ -46,7 +46,7 @@ import numpy as np
 
 from flaxish.serialization.msgpack import (CorruptCheckpointError,
                                            UnsupportedCheckpointError,
-                                           read_checkpoint, read_msgpack,
+                                           msgpack_restore, read_checkpoint,
                                            to_numpy, write_checkpoint)
 from flaxish.serialization.state_dict import (RestoreError, from_state_dict,
                                               to_state_dict)
@@ -72,7 +72,6 @@ _log = logging.getLogger(__name__)
 _in_flight = set()  # temp files this process is writing
 _lock = threading.Lock()
 
-
 def natural_sort(file_list: Sequence[str], signed: bool = True) -> List[str]:
   """Sorts names with their numbers compared as numbers.
 
@@ -84,7 +83,6 @@ def natural_sort(file_list: Sequence[str], signed: bool = True) -> List[str]:
   return sorted(file_list, key=lambda name: [
       float(p) if i % 2 else p for i, p in enumerate(regex.split(name))])
 
-
 def _step_str(step: Any) -> str:
   if isinstance(step, (np.ndarray, np.generic, jax.Array)):
     step = np.asarray(step).item()
@@ -94,7 +92,6 @@ def _step_str(step: Any) -> str:
     raise ValueError(f'step={step!r}: a checkpoint is named <prefix><integer '
                      'step>; pass an int')
   return str(step)
-
 
 def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
   """(step, path) of every checkpoint with `prefix`, lowest step first."""
@@ -107,14 +104,12 @@ def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
            for m in [name_re.fullmatch(n)] if m]
   return sorted((s, p) for s, p in found if os.path.isfile(p))
 
-
 def latest_checkpoint(ckpt_dir: str,
                       prefix: str = 'checkpoint_') -> Optional[str]:
   """The path of the highest-step checkpoint in `ckpt_dir`, or None (names
   only; `restore_checkpoint` verifies the contents)."""
   found = _list(os.fspath(ckpt_dir), prefix)
   return found[-1][1] if found else None
-
 
 def _read_meta(path: str) -> Optional[dict]:
   """The sidecar of `path`; None if there is none."""
@@ -139,14 +134,12 @@ def _read_meta(path: str) -> Optional[dict]:
                                  'damaged (an incomplete save?)')
   return meta
 
-
 def _meta_bytes(meta: dict) -> bytes:
   """The sidecar's JSON line, its own CRC-32 last ("check")."""
   meta = {k: v for k, v in meta.items() if k != 'check'}
   body = json.dumps(meta, separators=(',', ':'))
   return json.dumps(dict(meta, check=zlib.crc32(body.encode())),
                     separators=(',', ':')).encode() + b'\n'
-
 
 def _read_v1(path: str) -> Any:
   """Format version 1: header, msgpack body, footer with CRC-32s."""
@@ -160,15 +153,10 @@ def _read_v1(path: str) -> Any:
         footer[:20], zlib.crc32(header)) != meta_crc:
       raise CorruptCheckpointError(path, 'truncated or damaged (version 1)')
     f.seek(16)
-    crc, left = 0, body_size
-    while left:
-      chunk = f.read(min(left, 1 << 24))
-      crc, left = zlib.crc32(chunk, crc), left - len(chunk)
-    if crc != body_crc:
-      raise CorruptCheckpointError(path, 'damaged (checksum mismatch)')
-    f.seek(16)
-    return read_msgpack(f, body_size)  # the footer that follows is ignored
-
+    body = f.read(body_size)
+  if zlib.crc32(body) != body_crc:
+    raise CorruptCheckpointError(path, 'damaged (checksum mismatch)')
+  return msgpack_restore(body)
 
 def _read(path: str) -> Any:
   """The verified state dict of the checkpoint `path`."""
@@ -183,7 +171,6 @@ def _read(path: str) -> Any:
   return read_checkpoint(path, [(meta['size'], meta['crc32']),
                                 meta['replaces'] or (-1, -1)])
 
-
 def _fsync_dir(path: str) -> None:
   if os.name == 'posix':
     fd = os.open(path, os.O_RDONLY)
@@ -191,7 +178,6 @@ def _fsync_dir(path: str) -> None:
       os.fsync(fd)
     finally:
       os.close(fd)
-
 
 def _is_dead(name: str, path: str) -> bool:
   """Whether the temp file `name` belongs to no running save."""
@@ -212,7 +198,6 @@ def _is_dead(name: str, path: str) -> bool:
   except OSError:
     return False
 
-
 def _clean_up(ckpt_dir: str, prefix: str, keep: Optional[int],
               saved: str) -> None:
   """Removes dead temp files, then all but the `keep` highest steps."""
@@ -232,7 +217,6 @@ def _clean_up(ckpt_dir: str, prefix: str, keep: Optional[int],
           f'{", ".join(os.path.basename(p) for _, p in found[-keep:])})',
           stacklevel=4)
 
-
 def _remove(path: str) -> None:
   try:
     os.remove(path)
@@ -240,7 +224,6 @@ def _remove(path: str) -> None:
     pass
   except OSError as e:
     _log.warning('could not remove %s: %s', path, e)
-
 
 def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
   """Checks the step's name; returns the `replaces` entry of the sidecar."""
@@ -265,7 +248,6 @@ def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
   raise ValueError(f'checkpoint {path} already exists; pass overwrite=True '
                    'to replace it, or save under a new step')
 
-
 def _write_temp(path: str, write, temps: List[str]) -> Any:
   tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.'
                      f'{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp')
@@ -277,7 +259,6 @@ def _write_temp(path: str, write, temps: List[str]) -> Any:
     f.flush()
     os.fsync(f.fileno())
   return tmp, result
-
 
 def _write_atomically(state: Any, path: str, prefix: str,
                       keep: Optional[int], overwrite: bool) -> None:
@@ -306,14 +287,12 @@ def _write_atomically(state: Any, path: str, prefix: str,
   _log.info('saved checkpoint %s', path)
   _clean_up(ckpt_dir, prefix, keep, path)
 
-
 def _gather_collectives(state: Any) -> None:
   """On processes other than 0: join the gathers process 0 makes."""
   for leaf in jax.tree_util.tree_leaves(state):
     if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or
                                             leaf.is_fully_replicated):
       to_numpy(leaf)
-
 
 def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
            keep: Optional[int], overwrite: bool):
@@ -329,7 +308,6 @@ def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
   if os.path.lexists(path) and not overwrite:
     _prepare(path, overwrite)  # fails early, before writing anything
   return path, state
-
 
 def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
                     prefix: str = 'checkpoint_', keep: Optional[int] = 1,
@@ -360,7 +338,6 @@ def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
     _write_atomically(state, path, prefix, keep, overwrite)
   return path
 
-
 def _read_newest(ckpt_dir: str, prefix: str):
   found, failures = _list(ckpt_dir, prefix), []
   for _, path in reversed(found):
@@ -379,7 +356,6 @@ def _read_newest(ckpt_dir: str, prefix: str):
                                  f'prefix "{prefix}" are corrupt: ' + '; '.join(
                                      f'{e.path} ({e.reason})' for e in failures))
   return None, None
-
 
 def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
                        prefix: str = 'checkpoint_', *, strict: bool = True,
@@ -431,9 +407,7 @@ def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
   except RestoreError as e:
     raise RestoreError(e.problems, source=path) from None
 
-
 _pending = set()  # AsyncCheckpointers with a save not yet waited for
-
 
 @atexit.register
 def _wait_at_exit() -> None:
@@ -451,7 +425,6 @@ def _wait_at_exit() -> None:
     for stream in (sys.stdout, sys.stderr):
       stream.flush()
     os._exit(1)  # pylint: disable=protected-access
-
 
 class AsyncCheckpointer:
   """Saves checkpoints on a background thread.
