@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from flaxish.nn import activation
-from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import linear
+from flaxish.nn.modules import Module
 
 __all__ = ['RNNCellBase', 'LSTMCell', 'GRUCell', 'ConvLSTM']
 
@@ -43,7 +43,7 @@ def _check_carry(path: str, cell: str, h: Array, inputs: Array) -> None:
         f'with {cell}.initialize_carry(rng, batch_dims, size)')
 
 
-class RNNCellBase(base.Module):
+class RNNCellBase(Module):
   """Base class of the recurrent cells."""
 
   @staticmethod

@@ -516,6 +516,7 @@ def test_capture_module_outputs_records_every_call_by_path():
   assert sorted(outputs.as_dict()) == ['/', '/MLP_0', '/MLP_0/Affine_0',
                                        '/MLP_0/Affine_1', '/shared']
   np.testing.assert_array_equal(outputs['/'][0], y)
+  assert all(isinstance(v, list) for v in outputs.as_dict().values())
   first, second = outputs['/shared']
   p = params['shared']
   np.testing.assert_allclose(first, X @ p['kernel'] + p['bias'], rtol=1e-6)
