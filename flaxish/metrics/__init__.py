@@ -1,5 +1,5 @@
-"""Metrics logging: TensorBoard event files (no TensorFlow needed), a
-JSON-lines metrics log, and PNG training curves."""
+"""Metrics logging: TensorBoard event files (`pip install
+flaxish[tensorboard]`), a JSON-lines metrics log, PNG training curves."""
 from flaxish.metrics import tensorboard
 from flaxish.metrics.jsonl import JsonlWriter, read_jsonl
 from flaxish.metrics.plots import plot_curves

@@ -1,10 +1,5 @@
-"""A JSON-lines metrics log: one JSON object per line, appended as you go.
-
-Each line looks like
-`{"step": 100, "split": "train", "time": 1700000000.0, "loss": 0.31}`.
-Lines are flushed as they are written, so the log can be read (and plotted)
-while training runs and survives a crash.
-"""
+"""A JSON-lines metrics log, one object per line, flushed as it is written:
+`{"step": 100, "split": "train", "time": 1700000000.0, "loss": 0.31}`."""
 import json
 import numbers
 import os
@@ -15,12 +10,9 @@ import numpy as np
 
 __all__ = ['JsonlWriter', 'read_jsonl']
 
-_RESERVED = ('step', 'split', 'time')
-
 
 def _to_json(name: str, value: Any) -> Any:
-  """A metric as a JSON value: NumPy/JAX scalars become float (int and bool
-  dtypes stay int and bool); str, None and Python numbers are kept."""
+  """NumPy/JAX scalars as float, int or bool; str, None and numbers kept."""
   if value is None or isinstance(value, (str, bool)):
     return value
   if isinstance(value, numbers.Number) and not hasattr(value, 'dtype'):
@@ -44,28 +36,18 @@ def _to_json(name: str, value: Any) -> Any:
 
 
 class JsonlWriter:
-  """Appends metrics records to a JSON-lines file.
-
-  Arguments:
-    path: the file (appended to; its directory is created if missing).
-  """
+  """Appends metrics records to the JSON-lines file `path` (its directory is
+  created if missing)."""
 
   def __init__(self, path):
     self.path = os.fspath(path)
-    directory = os.path.dirname(self.path)
-    if directory:
-      os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(self.path) or os.curdir, exist_ok=True)
     self._file = open(self.path, 'a', encoding='utf-8')
 
   def write(self, step: int, split: str = 'train', **metrics) -> Dict:
-    """Appends one record and returns it.
-
-    Arguments:
-      step: the training step (an integer; NumPy/JAX integers are accepted).
-      split: which data the metrics are on, e.g. 'train' (default) or 'test'.
-      **metrics: name=value; values are numbers (Python, NumPy or JAX
-        scalars), str or None. 'time' (now, seconds since the epoch) is added.
-    """
+    """Appends and returns one record: the integer `step`, the `split`
+    (default 'train'), 'time' (now) and `metrics` (name=value: numbers, NumPy
+    or JAX scalars, str or None)."""
     if self._file.closed:
       raise ValueError(f'This JsonlWriter ({self.path}) is closed.')
     step_array = np.asarray(step)
@@ -74,8 +56,8 @@ class JsonlWriter:
     if not isinstance(split, str):
       raise TypeError(f'split must be a str, got {split!r}.')
     if 'time' in metrics:
-      raise ValueError(f"'time' is a reserved key ({', '.join(_RESERVED)}); "
-                       'give the metric another name.')
+      raise ValueError("'time' is a reserved key (step, split, time); give "
+                       'the metric another name.')
     record = {'step': int(step_array), 'split': split, 'time': time.time()}
     for name, value in metrics.items():
       record[name] = _to_json(name, value)
@@ -95,11 +77,8 @@ class JsonlWriter:
 
 
 def read_jsonl(path) -> List[Dict[str, Any]]:
-  """Reads a JSON-lines file into a list of dicts (blank lines skipped).
-
-  Raises:
-    ValueError: naming the line, if a line is not a JSON object.
-  """
+  """The JSON objects of a JSON-lines file (blank lines skipped); a
+  ValueError names a line that is not one."""
   records = []
   with open(os.fspath(path), encoding='utf-8') as f:
     for number, line in enumerate(f, start=1):

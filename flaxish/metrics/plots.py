@@ -22,23 +22,17 @@ def _import_matplotlib():
 def plot_curves(records, path, metrics: Sequence[str] = ('loss', 'accuracy'),
                 x: Optional[str] = None, size: Sequence[float] = (5., 4.),
                 dpi: int = 100) -> str:
-  """Plots one subplot per metric, one line per split (train, test, ...).
+  """Writes a PNG to `path` (returned) with one subplot per metric and one
+  line per split.
 
   Arguments:
-    records: a list of dicts as written by `JsonlWriter` (each with 'step',
-      'split' and metric values), or the path of such a JSON-lines file.
-    path: where to write the PNG (its directory is created if missing).
+    records: dicts as written by `JsonlWriter`, or the path of such a file.
+    path: the PNG (its directory is created if missing).
     metrics: the metric names, one subplot each (default loss, accuracy).
-    x: the record key for the x axis (default None: 'epoch' when every
-      plotted record has one, else 'step').
-    size: (width, height) of one subplot in inches (default (5, 4)); the
-      image is `len(metrics) * width * dpi` by `height * dpi` pixels.
+    x: the x-axis key (default None: 'epoch' if every record has it, else
+      'step').
+    size: (width, height) of one subplot in inches (default (5, 4)).
     dpi: pixels per inch (default 100).
-  Returns:
-    `path`.
-  Raises:
-    ImportError: if matplotlib is not installed.
-    ValueError: if a metric appears in no record, or a record lacks `x`.
   """
   if isinstance(records, (str, os.PathLike)):
     from flaxish.metrics.jsonl import read_jsonl
@@ -84,9 +78,7 @@ def plot_curves(records, path, metrics: Sequence[str] = ('loss', 'accuracy'),
       axes.legend()
   figure.tight_layout()
   path = os.fspath(path)
-  directory = os.path.dirname(path)
-  if directory:
-    os.makedirs(directory, exist_ok=True)
+  os.makedirs(os.path.dirname(path) or os.curdir, exist_ok=True)
   figure.savefig(path, format='png', dpi=dpi)
   return path
 

@@ -222,6 +222,41 @@ def _kernel_size(path: str, layer: str, kernel_size: Any) -> Tuple[int, ...]:
   return tuple(int(k) for k in kernel_size)
 
 
+def _positive_ints(value: Any, n: int, name: str,
+                   where: str) -> Tuple[int, ...]:
+  """`value` as `n` positive ints (None: all 1; an int: repeated)."""
+  value = utils.spatial_tuple(value, n, name, where)
+  if any(not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+    raise ValueError(f'{where}: {name} must be {n} positive ints, got '
+                     f'{name}={value!r}')
+  return tuple(int(v) for v in value)
+
+
+def _check_kernel_fits(where: str, shape: Tuple[int, ...],
+                       kernel_size: Tuple[int, ...], padding: Any,
+                       input_dilation: Tuple[int, ...],
+                       kernel_dilation: Tuple[int, ...]) -> None:
+  """Raises if the (dilated) kernel is larger than the padded input along a
+  spatial dim, which would give an empty output or an XLA error."""
+  if padding == 'VALID':
+    padding = ((0, 0),) * len(kernel_size)
+  if isinstance(padding, str):
+    return
+  spatial = shape[-len(kernel_size) - 1:-1]
+  for i, (d, (lo, hi), k, di, dk) in enumerate(
+      zip(spatial, padding, kernel_size, input_dilation, kernel_dilation)):
+    size = max(d - 1, 0) * di + min(d, 1) + lo + hi
+    extent = (k - 1) * dk + 1
+    if size < extent:
+      raise ValueError(
+          f'{where}: the kernel spans {extent} positions along spatial dim '
+          f'{i} (kernel_size={kernel_size}, kernel_dilation='
+          f'{kernel_dilation}) but the input of shape {shape} has {size} '
+          f'there, after input dilation and padding={padding}, so the output '
+          'would be empty; '
+          "use padding='SAME', a smaller kernel or a larger input")
+
+
 class Conv(Module):
   """An N-d convolution (`lax.conv_general_dilated`), channels last.
 
@@ -276,12 +311,14 @@ class Conv(Module):
     inputs, unbatched = _batched(self.path, 'Conv', inputs, kernel_size)
     n = len(kernel_size)
     where = f'{self.path}: Conv'
-    strides = utils.spatial_tuple(strides, n, 'strides', where)
-    input_dilation = utils.spatial_tuple(input_dilation, n, 'input_dilation',
-                                         where)
-    kernel_dilation = utils.spatial_tuple(kernel_dilation, n,
-                                          'kernel_dilation', where)
+    strides = _positive_ints(strides, n, 'strides', where)
+    input_dilation = _positive_ints(input_dilation, n, 'input_dilation',
+                                    where)
+    kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
+                                     where)
     padding = utils.check_padding(padding, n, where)
+    _check_kernel_fits(where, inputs.shape[int(unbatched):], kernel_size,
+                       padding, input_dilation, kernel_dilation)
     in_features = inputs.shape[-1]
     groups = feature_group_count
     if groups < 1 or in_features % groups or features % groups:
@@ -353,10 +390,12 @@ class ConvTranspose(Module):
                                  kernel_size)
     n = len(kernel_size)
     where = f'{self.path}: ConvTranspose'
-    strides = utils.spatial_tuple(strides, n, 'strides', where)
-    kernel_dilation = utils.spatial_tuple(kernel_dilation, n,
-                                          'kernel_dilation', where)
+    strides = _positive_ints(strides, n, 'strides', where)
+    kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
+                                     where)
     padding = utils.check_padding(padding, n, where)
+    _check_kernel_fits(where, inputs.shape[int(unbatched):], kernel_size,
+                       padding, strides, kernel_dilation)
     kernel = utils.param(self, 'kernel',
                          kernel_size + (inputs.shape[-1], features),
                          kernel_init, param_dtype)

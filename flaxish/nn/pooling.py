@@ -46,11 +46,25 @@ def pool(inputs: Array, init: Any, reduce_fn: Callable[[Array, Array], Array],
           f'{where} expects inputs of shape (batch, {n} window dims, '
           f'features) (rank {n + 2}) or one unbatched example (rank {n + 1}), '
           f'got shape {inputs.shape}')
+    shape = inputs.shape
     unbatched = inputs.ndim == n + 1
     if unbatched:
       inputs = inputs[None]
     strides = utils.spatial_tuple(strides, n, 'strides', where)
+    for name, value in (('window_shape', window_shape), ('strides', strides)):
+      if any(not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+        raise ValueError(f'{where}: {name} must be positive ints, got {value}')
     padding = utils.check_padding(padding, n, where)
+    pads = ((0, 0),) * n if padding == 'VALID' else padding
+    if not isinstance(pads, str):  # 'SAME' never empties the output
+      for dim, (d, (lo, hi), window) in enumerate(
+          zip(inputs.shape[1:], pads, window_shape)):
+        if window > d + lo + hi:
+          raise ValueError(
+              f'{where}: the window is larger than the input of shape {shape}'
+              f' along window dim {dim}: {d + lo + hi} positions (padding '
+              f'included) for a window of {window}, so the output would be '
+              "empty; use a smaller window, padding='SAME', or pad the input")
     if not isinstance(padding, str):
       padding = ((0, 0),) + tuple(padding) + ((0, 0),)
     if is_tracer(init):

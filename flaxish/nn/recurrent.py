@@ -43,6 +43,15 @@ def _check_carry(path: str, cell: str, h: Array, inputs: Array) -> None:
         f'with {cell}.initialize_carry(rng, batch_dims, size)')
 
 
+def _check_pair(path: str, cell: str, c: Array, h: Array) -> None:
+  if jnp.shape(c) != jnp.shape(h):
+    raise ValueError(
+        f'{path}: {cell}: the carry (c, h) must be two arrays of the same '
+        f'shape, got c of shape {jnp.shape(c)} and h of shape '
+        f'{jnp.shape(h)}; build it with {cell}.initialize_carry(rng, '
+        'batch_dims, size)')
+
+
 class RNNCellBase(Module):
   """Base class of the recurrent cells."""
 
@@ -103,6 +112,7 @@ class LSTMCell(RNNCellBase):
       `((new_c, new_h), new_h)`.
     """
     c, h = carry
+    _check_pair(self.path, 'LSTMCell', c, h)
     _check_carry(self.path, 'LSTMCell', h, inputs)
     hidden = h.shape[-1]
     dense_h = linear.Dense.partial(
@@ -250,6 +260,13 @@ class ConvLSTM(RNNCellBase):
       `((new_c, new_h), new_h)`.
     """
     c, h = carry
+    _check_pair(self.path, 'ConvLSTM', c, h)
+    if jnp.ndim(h) < 1 or jnp.shape(h)[-1] != features:
+      raise ValueError(
+          f'{self.path}: ConvLSTM: the carry has shape {jnp.shape(h)} but '
+          f'features={features}; its last axis must be the features: build '
+          'it with ConvLSTM.initialize_carry(rng, batch_dims, '
+          'output_spatial_shape + (features,))')
     conv = linear.Conv.partial(
         features=4 * features, kernel_size=kernel_size, strides=strides,
         padding=padding, bias=bias, dtype=dtype, kernel_init=kernel_init,

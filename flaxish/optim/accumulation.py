@@ -1,5 +1,4 @@
-"""Gradient accumulation over k micro-steps, as a wrapper around any
-optimizer."""
+"""Gradient accumulation over k micro-steps, wrapping any optimizer."""
 from typing import Any
 
 import jax
@@ -32,14 +31,10 @@ def _acc_dtype(x):
 
 
 class GradientAccumulation(OptimizerWrapper):
-  """Sums gradients over `steps` calls, then applies their mean once.
-
-  With a mean loss over micro-batches, `steps` micro-steps give the same
-  update as one step on the union of the micro-batches. Between updates the
-  target is unchanged. The state is `OptimizerState(micro_step,
-  _AccumulationState(inner_state, grad_sum))`; sums are kept in at least
-  float32. Under `jit` the update branch runs only every `steps` calls
-  (`lax.cond`).
+  """Sums gradients over `steps` calls, then applies their mean once (so,
+  with a mean loss, the update of one step on all the micro-batches); the
+  target is unchanged in between. Sums are kept in at least float32; under
+  `jit` the update runs every `steps` calls (`lax.cond`).
 
   Arguments:
     wrapped_optimizer: the `OptimizerDef` applied every `steps` calls.
@@ -76,14 +71,10 @@ class GradientAccumulation(OptimizerWrapper):
       mean = jax.tree_util.tree_map(lambda a: a / k, grad_sum)
       new_params, new_inner = self.wrapped_optimizer.apply_gradient(
           hyper_params.inner, params, inner, mean)
-      # Same dtypes as the skip branch, as lax.cond requires.
-      new_params = jax.tree_util.tree_map(
-          lambda n, o: jnp.asarray(n, jnp.result_type(o)), new_params,
-          params)
-      new_inner = jax.tree_util.tree_map(
-          lambda n, o: jnp.asarray(n, jnp.result_type(o)), new_inner, inner)
-      return new_params, new_inner, jax.tree_util.tree_map(jnp.zeros_like,
-                                                           grad_sum)
+      like = lambda new, old: jax.tree_util.tree_map(  # as lax.cond needs
+          lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, old)
+      return (like(new_params, params), like(new_inner, inner),
+              jax.tree_util.tree_map(jnp.zeros_like, grad_sum))
 
     def skip(operands):
       params, inner, grad_sum = operands

@@ -1,8 +1,5 @@
-"""Adafactor: Adam-like steps with a factored second-moment estimate.
-
-Memory-efficient: for a matrix the squared-gradient average is kept as one
-row vector and one column vector instead of a full matrix.
-"""
+"""Adafactor: Adam-like steps with a factored second-moment estimate (a row
+and a column vector instead of a full matrix)."""
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
@@ -79,11 +76,8 @@ class Adafactor(OptimizerDef):
 
   def _factored_dims(self, shape: Sequence[int]
                      ) -> Optional[Tuple[int, int]]:
-    """`(second largest axis, largest axis)` if factored, else None.
-
-    Decided by the def's own `factored` / `min_dim_size_to_factor` (they fix
-    the state shapes, so per-step overrides of them are ignored).
-    """
+    """`(second largest axis, largest axis)` if factored, else None (from
+    the def's own hyper-parameters: they fix the state shapes)."""
     hp = self.hyper_params
     if not hp.factored or len(shape) < 2:
       return None

@@ -17,9 +17,6 @@ class _AdamHyperParams:
   weight_decay: Any
 
 
-_AdamParamState = _moments.MomentState
-
-
 class Adam(OptimizerDef):
   """Adam (https://arxiv.org/abs/1412.6980).
 

@@ -1,16 +1,9 @@
-"""The optimizer API: `OptimizerDef` (the update rule), `Optimizer` (target +
-state), data-parallel replication, `MultiOptimizer` and `ModelParamTraversal`.
-
-An `OptimizerDef` holds hyper-parameters and knows how to initialize and update
-the state of one parameter; `def.create(target)` returns an `Optimizer`, a
-pytree holding the target (params or an `nn.Model`) and the optimizer state::
+"""`OptimizerDef` (an update rule), `Optimizer` (target + state, a pytree),
+replication, `MultiOptimizer` and `ModelParamTraversal`::
 
   optimizer = optim.Adam(learning_rate=1e-3).create(model)
   grads = jax.grad(loss_fn)(optimizer.target)
   optimizer = optimizer.apply_gradient(grads, learning_rate=lr_fn(step))
-
-Under `jit` the per-leaf Python work happens while tracing only: an update
-compiles to one XLA computation.
 """
 import dataclasses
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -37,23 +30,12 @@ class OptimizerState:
 
 
 def param_state(cls):
-  """Class decorator for the per-parameter state of an optimizer.
-
-  Decorate a `typing.NamedTuple` subclass: JAX flattens namedtuples natively
-  (no Python callback per parameter, which keeps the dispatch of a jitted
-  update on a tree of hundreds of parameters as cheap as optax's), while the
-  state dict keeps the 2020 layout `{field: value}`. Adds `replace(**updates)`
-  like a `struct.dataclass`.
-  """
+  """Decorates a `typing.NamedTuple` of per-parameter optimizer state: its
+  state dict is `{field: value}` (the 2020 layout); adds `replace(**kw)`."""
   if not (issubclass(cls, tuple) and hasattr(cls, '_fields')):
     raise TypeError(f'param_state decorates a typing.NamedTuple, got {cls}')
   fields = cls._fields
-
-  def replace(self, **updates):
-    """Returns a copy with the given fields replaced."""
-    return self._replace(**updates)
-
-  cls.replace = replace
+  cls.replace = lambda self, **updates: self._replace(**updates)
 
   def to_state(x):
     return {name: serialization.to_state_dict(getattr(x, name))
@@ -87,15 +69,10 @@ def is_static_zero(x: Any) -> bool:
 
 def path_str(keypath: Sequence[Any]) -> str:
   """Formats a `jax.tree_util` key path as `'/a/0/kernel'`."""
-  parts = []
-  for k in keypath:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return '/' + '/'.join(parts)
+  def part(k):
+    return next((str(getattr(k, attr)) for attr in ('key', 'name', 'idx')
+                 if hasattr(k, attr)), str(k))
+  return '/' + '/'.join(part(k) for k in keypath)
 
 
 def _children(x):
@@ -128,11 +105,8 @@ def _first_difference(a, b, path=()) -> Optional[Tuple[str, str, str]]:
 
 
 def check_gradients(params: Any, grads: Any) -> None:
-  """Raises ValueError if `grads` does not match `params` (structure, shapes).
-
-  The message names the first path where they differ. Costs Python time only
-  while tracing (or in eager mode).
-  """
+  """Raises ValueError naming the first path where the structure or shapes
+  of `grads` and `params` differ."""
   if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(
       grads):
     path, pa, ga = _first_difference(params, grads)
@@ -151,15 +125,11 @@ def check_gradients(params: Any, grads: Any) -> None:
 
 
 class OptimizerDef:
-  """An update rule with its hyper-parameters.
+  """An update rule and its `hyper_params` (a `struct.dataclass`).
 
   Subclasses implement `init_param_state(param)` and
   `apply_param_gradient(step, hyper_params, param, state, grad)` (one leaf),
-  or override `init_state` / `apply_gradient` for rules that need the whole
-  tree.
-
-  Attributes:
-    hyper_params: a `struct.dataclass` of hyper-parameters.
+  or override `init_state` / `apply_gradient` for the whole tree.
   """
 
   def __init__(self, hyper_params: Any):
@@ -185,22 +155,17 @@ class OptimizerDef:
           'optimizer.apply_gradient(grads, learning_rate=lr).')
 
   def apply_gradient(self, hyper_params, params, state, grads):
-    """Applies `grads` to `params`; returns `(new_params, new_state)`.
-
-    The step counter goes up by one.
-    """
+    """Returns `(new_params, new_state)`, the step counter one higher."""
     self.check_hyper_params(hyper_params)
     check_gradients(params, grads)
-    step = state.step
     params_flat, treedef = jax.tree_util.tree_flatten(params)
-    states_flat = treedef.flatten_up_to(state.param_states)
-    grads_flat = treedef.flatten_up_to(grads)
-    out = [self.apply_param_gradient(step, hyper_params, p, s, g)
-           for p, s, g in zip(params_flat, states_flat, grads_flat)]
-    new_params_flat, new_states_flat = zip(*out) if out else ((), ())
-    new_params = treedef.unflatten(new_params_flat)
-    new_states = treedef.unflatten(new_states_flat)
-    return new_params, OptimizerState(step + 1, new_states)
+    out = [self.apply_param_gradient(state.step, hyper_params, p, s, g)
+           for p, s, g in zip(params_flat,
+                              treedef.flatten_up_to(state.param_states),
+                              treedef.flatten_up_to(grads))]
+    new_params, new_states = zip(*out) if out else ((), ())
+    return treedef.unflatten(new_params), OptimizerState(
+        state.step + 1, treedef.unflatten(new_states))
 
   def init_state(self, params) -> Any:
     """Returns `OptimizerState(0, <init_param_state of every leaf>)`."""
@@ -213,36 +178,29 @@ class OptimizerDef:
     return tuple(f.name for f in dataclasses.fields(hp))
 
   def update_hyper_params(self, **hyper_param_overrides) -> Any:
-    """Returns the hyper-parameters with the given overrides applied.
-
-    `hyper_params=...` replaces them all; any other keyword replaces one field
-    (e.g. `learning_rate=lr`, which may be a traced value).
-    """
+    """The hyper-parameters with overrides (`learning_rate=lr`, maybe traced)
+    applied; `hyper_params=...` replaces them all."""
     hp = hyper_param_overrides.pop('hyper_params', self.hyper_params)
     if hyper_param_overrides:
-      names = self.hyper_param_names(hp)
-      unknown = sorted(set(hyper_param_overrides) - set(names))
-      if unknown:
-        raise TypeError(
-            f'{type(self).__name__} has no hyper-parameter(s) {unknown}; '
-            f'the hyper-parameters are {list(names)}')
+      self.check_override_names(hyper_param_overrides, hp)
       hp = hp.replace(**hyper_param_overrides)
     return hp
 
+  def check_override_names(self, overrides: Any, hyper_params: Any) -> None:
+    """Raises TypeError for a name `update_hyper_params` does not accept."""
+    names = self.hyper_param_names(hyper_params)
+    unknown = sorted(set(overrides) - set(names))
+    if unknown and '*' not in names:
+      raise TypeError(
+          f'{type(self).__name__} has no hyper-parameter(s) {unknown}; '
+          f'the hyper-parameters are {list(names)}')
+
   def create(self, target: Any,
              focus: Optional[traverse_util.Traversal] = None) -> 'Optimizer':
-    """Returns an `Optimizer` for `target` (params or an `nn.Model`).
-
-    Arguments:
-      target: the pytree to optimize.
-      focus: optional traversal selecting the part of `target` to optimize
-        (the rest stays unchanged); wraps this def in a `MultiOptimizer`.
-    """
-    opt_def = self
-    if focus is not None:
-      opt_def = MultiOptimizer((focus, opt_def))
-    state = opt_def.init_state(target)
-    return Optimizer(opt_def, state, target)
+    """An `Optimizer` for `target` (params or an `nn.Model`); `focus`, a
+    traversal, limits it to part of `target` (through a `MultiOptimizer`)."""
+    opt_def = self if focus is None else MultiOptimizer((focus, self))
+    return Optimizer(opt_def, opt_def.init_state(target), target)
 
   def state_dict(self, target: Any, state: Any) -> Any:
     """`{'target': ..., 'state': ...}` as nested dicts of arrays."""
@@ -251,17 +209,14 @@ class OptimizerDef:
 
   def restore_state(self, opt_target: Any, opt_state: Any,
                     state_dict: Any) -> Tuple[Any, Any]:
-    """Returns `(target, state)` restored from a `state_dict()` dict.
-
-    `opt_target` / `opt_state` are used for their structure only.
-    """
+    """`(target, state)` from a `state_dict()` dict, in the structure of
+    `opt_target` / `opt_state`."""
     for key in ('target', 'state'):
       if key not in state_dict:
         raise ValueError(f'missing "{key}" in the optimizer state dict '
                          f'(found keys {sorted(state_dict)})')
-    target = serialization.from_state_dict(opt_target, state_dict['target'])
-    state = serialization.from_state_dict(opt_state, state_dict['state'])
-    return target, state
+    return (serialization.from_state_dict(opt_target, state_dict['target']),
+            serialization.from_state_dict(opt_state, state_dict['state']))
 
 
 class _NoAux:
@@ -270,25 +225,15 @@ class _NoAux:
 
 @struct.dataclass
 class Optimizer:
-  """A target being optimized, its optimizer state and the update rule.
-
-  Attributes:
-    optimizer_def: the `OptimizerDef` (static: not a pytree child).
-    state: the optimizer state (an `OptimizerState` for most defs).
-    target: the object being optimized (params or an `nn.Model`).
-  """
+  """The `target` being optimized (params or an `nn.Model`), its `state` and
+  the `optimizer_def` (static: not a pytree child)."""
   optimizer_def: OptimizerDef = struct.field(pytree_node=False)
   state: Any
   target: Any
 
   def apply_gradient(self, grads: Any, **hyper_param_overrides) -> 'Optimizer':
-    """Returns a new optimizer with `grads` applied to the target.
-
-    Arguments:
-      grads: gradients with the structure of `target`.
-      **hyper_param_overrides: per-step hyper-parameters, e.g.
-        `learning_rate=lr_fn(step)`; `hyper_params=...` replaces them all.
-    """
+    """A new optimizer with `grads` (shaped like `target`) applied; keywords
+    override hyper-parameters for this step, e.g. `learning_rate=lr`."""
     hyper_params = self.optimizer_def.update_hyper_params(
         **hyper_param_overrides)
     new_target, new_state = self.optimizer_def.apply_gradient(
@@ -324,16 +269,9 @@ class Optimizer:
 
   def replicate(self, devices: Optional[Sequence[Any]] = None,
                 axis_name: Any = 'batch') -> 'Optimizer':
-    """Copies the optimizer to every device for data-parallel training.
-
-    The leaves get a leading device axis (one row per device). Inside
-    `jax.pmap(..., axis_name=axis_name)`, `apply_gradient` averages the
-    gradients over the devices (`lax.pmean`) before updating.
-
-    Arguments:
-      devices: the devices (default: `jax.local_devices()`).
-      axis_name: the pmap axis name to average gradients over.
-    """
+    """One copy per device (default `jax.local_devices()`), stacked on a new
+    leading axis; inside `jax.pmap(..., axis_name=axis_name)`,
+    `apply_gradient` first averages the gradients over the devices."""
     if self.is_replicated():
       raise ValueError('this optimizer is already replicated; call '
                        'unreplicate() first to replicate it differently')
@@ -352,16 +290,14 @@ class Optimizer:
     optimizer = self.replace(optimizer_def=self.optimizer_def.optimizer_def)
     return jax_utils.unreplicate_leaves(optimizer)
 
-  def _jax_utils_replicate(self, devices):
-    # Called by jax_utils.replicate before it stacks the leaves.
+  def _jax_utils_replicate(self, devices):  # before jax_utils.replicate
     if self.is_replicated():
       raise ValueError('jax_utils.replicate: this optimizer is already '
                        'replicated; call unreplicate() first')
     return self.replace(optimizer_def=ReplicatedOptimizer(
         self.optimizer_def, devices, axis_name=None))
 
-  def _jax_utils_unreplicate(self):
-    # Called by jax_utils.unreplicate before it takes x[0] of every leaf.
+  def _jax_utils_unreplicate(self):  # before jax_utils.unreplicate
     if self.is_replicated():
       return self.replace(optimizer_def=self.optimizer_def.optimizer_def)
     return self
@@ -396,29 +332,18 @@ def _has_device_axis(state: Any) -> bool:
 
 
 class ReplicatedOptimizer(OptimizerDef):
-  """Wraps a def whose target and state carry a leading device axis.
-
-  With an `axis_name`, `apply_gradient` (inside `pmap`) first averages the
-  gradients over that axis. `state_dict` saves the first device's copy;
-  `restore_state` puts a single copy back on every device.
-  """
+  """Wraps a def whose target and state carry a leading device axis: with an
+  `axis_name`, `apply_gradient` averages the gradients over it; state dicts
+  hold one copy."""
 
   def __init__(self, optimizer_def: OptimizerDef,
                devices: Optional[Sequence[Any]] = None,
                axis_name: Any = 'batch'):
-    super().__init__(None)
+    super().__init__(optimizer_def.hyper_params)
     self.optimizer_def = optimizer_def
     self.devices = (list(devices) if devices is not None
                     else jax.local_devices())
     self.axis_name = axis_name
-
-  @property
-  def hyper_params(self):
-    return self.optimizer_def.hyper_params
-
-  @hyper_params.setter
-  def hyper_params(self, value):
-    del value  # The wrapped def holds the hyper-parameters.
 
   def init_state(self, params):
     return self.optimizer_def.init_state(params)
@@ -464,13 +389,10 @@ def _sorted_param_items(params):
 
 
 class MultiOptimizer(OptimizerDef):
-  """Applies a different `OptimizerDef` to each part of the target.
-
-  Each `(traversal, optimizer_def)` pair updates the parameters its traversal
-  selects; parameters no traversal selects are left unchanged. The state is a
-  list with one `OptimizerState` per pair. Hyper-parameter overrides go to
-  every sub-optimizer that has that hyper-parameter; `hyper_params=[...]`
-  replaces them all::
+  """Each `(traversal, optimizer_def)` pair updates the parameters its
+  traversal selects (others stay unchanged); the state is a list with one
+  `OptimizerState` per pair. Overrides go to every sub-optimizer that has
+  that hyper-parameter; `hyper_params=[...]` replaces them all::
 
     kernels = optim.ModelParamTraversal(lambda path, _: 'kernel' in path)
     biases = optim.ModelParamTraversal(lambda path, _: 'bias' in path)
@@ -503,8 +425,7 @@ class MultiOptimizer(OptimizerDef):
       tagged = traversal.update(
           lambda x, tag=tag: jax.tree_util.tree_map(lambda _: tag, x), params)
       tagged_leaves = jax.tree_util.tree_leaves(tagged)
-      count = sum(1 for x in tagged_leaves if x is tag)
-      if count == 0:
+      if not any(x is tag for x in tagged_leaves):
         hint = ''
         if isinstance(traversal, ModelParamTraversal):
           paths = [p for p, _ in traversal.paths(params)]
@@ -537,9 +458,9 @@ class MultiOptimizer(OptimizerDef):
     new_states = []
     for traversal, opt, hp, state in zip(self.traversals, self.sub_optimizers,
                                          hyper_params, states):
-      ps = list(traversal.iterate(params))
-      gs = list(traversal.iterate(grads))
-      new_ps, new_state = opt.apply_gradient(hp, ps, state, gs)
+      new_ps, new_state = opt.apply_gradient(
+          hp, list(traversal.iterate(params)), state,
+          list(traversal.iterate(grads)))
       new_params = traversal.set(list(new_ps), new_params)
       new_states.append(new_state)
     return new_params, new_states
@@ -582,14 +503,8 @@ def _get_params_dict(inputs):
 
 
 class ModelParamTraversal(traverse_util.Traversal):
-  """Selects the params of an `nn.Model` whose path passes a filter.
-
-  Paths look like `'/Dense_0/kernel'`; parameters are visited in sorted path
-  order.
-
-  Arguments:
-    filter_fn: `filter_fn(path, value) -> bool`.
-  """
+  """Selects the params of an `nn.Model` for which `filter_fn(path, value)`
+  is true, in sorted path order (paths look like `'/Dense_0/kernel'`)."""
 
   def __init__(self, filter_fn: Callable[[str, Any], bool]):
     self._filter_fn = filter_fn

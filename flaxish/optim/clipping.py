@@ -24,11 +24,9 @@ def global_norm(tree: Any) -> jnp.ndarray:
 
 
 class ClipByGlobalNorm(OptimizerWrapper):
-  """Rescales the gradients so their global norm is at most `max_norm`.
-
-  If `|g| >= max_norm` (the L2 norm over all leaves), each gradient becomes
-  `g / |g| * max_norm`; then `wrapped_optimizer` applies it. The state is the
-  wrapped optimizer's state, unchanged, so checkpoints look the same.
+  """If `|g| >= max_norm` (the L2 norm over all leaves), each gradient
+  becomes `g / |g| * max_norm`; then `wrapped_optimizer` applies it. The
+  state (and checkpoint) is the wrapped optimizer's.
 
   Arguments:
     wrapped_optimizer: the `OptimizerDef` that applies the clipped gradients.

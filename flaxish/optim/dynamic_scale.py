@@ -13,11 +13,9 @@ __all__ = ['DynamicScale']
 
 @struct.dataclass
 class DynamicScale:
-  """Scales the loss up before differentiating, so fp16 grads do not underflow.
-
-  After `growth_interval` steps in a row with finite gradients the scale is
-  multiplied by `growth_factor`; a step with a non-finite gradient multiplies
-  it by `backoff_factor` (and should be skipped by the caller)::
+  """Scales the loss up before differentiating, so fp16 grads do not underflow;
+  after `growth_interval` finite steps the scale grows by `growth_factor`, a
+  non-finite step (to be skipped) multiplies it by `backoff_factor`::
 
     grad_fn = dynamic_scale.value_and_grad(loss_fn, has_aux=True)
     dynamic_scale, is_finite, (loss, aux), grad = grad_fn(optimizer.target)
@@ -46,15 +44,12 @@ class DynamicScale:
 
     Arguments:
       fun: returns a scalar loss, or `(loss, aux)` if `has_aux`.
-      argnums: which positional argument(s) to differentiate.
-      has_aux: whether `fun` returns `(loss, aux)`.
+      argnums, has_aux: as in `jax.value_and_grad`.
       axis_name: if given, gradients are averaged over this pmap axis
         (`lax.pmean`) before the finiteness check.
-
     Returns:
       A function returning `(new_dynamic_scale, is_finite, value, grad)`:
-      `value` is the unscaled loss (or `(loss, aux)`), `grad` the unscaled
-      gradient in float32, `is_finite` a bool scalar.
+      the unscaled loss (or `(loss, aux)`) and float32 gradient.
     """
 
     @functools.wraps(fun)
@@ -68,10 +63,8 @@ class DynamicScale:
 
     def wrapper(*args):
       value, grad = grad_fn(*args)
-      if has_aux:
-        value = (value[0] / self.scale, value[1])
-      else:
-        value = value / self.scale
+      value = ((value[0] / self.scale, value[1]) if has_aux
+               else value / self.scale)
       grad = jax.tree_util.tree_map(
           lambda g: jnp.asarray(g, jnp.float32) / self.scale, grad)
       if axis_name is not None:

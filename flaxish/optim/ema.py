@@ -24,12 +24,9 @@ class _EMAState:
 
 
 class ParameterEMA(OptimizerWrapper):
-  """Keeps an exponential moving average of the target after each update.
-
-  After the wrapped optimizer produces `p`, `ema = d * ema + (1 - d) * p`;
-  the average starts at the initial target. Read it as
-  `optimizer.state.param_states.ema` (same structure as `optimizer.target`,
-  e.g. an `nn.Model` ready for evaluation). It is saved in checkpoints.
+  """After each update `p`, `ema = d * ema + (1 - d) * p`, starting at the
+  initial target. `optimizer.state.param_states.ema` has the structure of
+  `optimizer.target` (e.g. an `nn.Model` for evaluation); it is checkpointed.
 
   Arguments:
     wrapped_optimizer: the `OptimizerDef` that updates the target.

@@ -17,16 +17,11 @@ class _NoHyperParams:
 
 
 class ExampleLibrariesOptimizer(TreeStateOptimizerDef):
-  """Wraps `(init_fun, update_fun, get_params)` from
-  `jax.example_libraries.optimizers`, e.g. `optimizers.adam(1e-3)`.
+  """Wraps the `(init_fun, update_fun, get_params)` triple of a
+  `jax.example_libraries.optimizers` rule, e.g. `optimizers.adam(1e-3)`.
 
-  The step size is fixed when the triple is built (it may be a schedule of
-  the step); `apply_gradient` takes no hyper-parameter overrides. The state
-  is `OptimizerState(step, packed_state)`; `update_fun` gets `step` as its
-  iteration number.
-
-  Arguments:
-    triple: `(init_fun, update_fun, get_params)`.
+  The step size (or schedule) is fixed in the triple: no overrides. The state
+  is `OptimizerState(step, packed_state)`; `update_fun` gets `step`.
   """
 
   def __init__(self, triple: Sequence[Any]):

@@ -19,9 +19,6 @@ class _LAMBHyperParams:
   eps: Any
 
 
-_LAMBParamState = _moments.MomentState
-
-
 class LAMB(OptimizerDef):
   """LAMB (https://arxiv.org/abs/1904.00962).
 

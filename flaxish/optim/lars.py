@@ -26,12 +26,10 @@ class _LARSParamState(NamedTuple):
 
 
 class LARS(OptimizerDef):
-  """LARS (https://arxiv.org/abs/1708.03888).
-
-  The learning rate of each parameter is scaled by
-  `tc * |p| / (|g| + wd * |p| + eps)` (1 if `|p|` or `|g|` is 0); then
-  `g += wd * p`, `m = beta * m + scaled_lr * g` and `p -= m` (or
-  `p -= scaled_lr * g + beta * m` with Nesterov).
+  """LARS (https://arxiv.org/abs/1708.03888): the learning rate of each
+  parameter is scaled by `tc * |p| / (|g| + wd * |p| + eps)` (1 if `|p|` or
+  `|g|` is 0); then `g += wd * p`, `m = beta * m + scaled_lr * g` and
+  `p -= m` (Nesterov: `p -= scaled_lr * g + beta * m`).
 
   Arguments:
     learning_rate: the step size (required, here or per step).

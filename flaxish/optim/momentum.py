@@ -24,9 +24,8 @@ class _MomentumParamState(NamedTuple):
 
 
 class Momentum(OptimizerDef):
-  """Momentum: `g += wd * p; m = beta * m + g; p -= lr * m`.
-
-  With `nesterov=True` the step is `g + beta * m` (after updating `m`).
+  """Momentum: `g += wd * p; m = beta * m + g; p -= lr * m` (with
+  `nesterov=True` the step is `g + beta * m`, `m` updated first).
 
   Arguments:
     learning_rate: the step size (required, here or per step).

@@ -1,8 +1,5 @@
-"""Runs an optax `GradientTransformation` behind the `OptimizerDef` API.
-
-optax is never imported here: the adapter only calls `tx.init` and
-`tx.update`, so flaxish does not depend on optax.
-"""
+"""Runs an optax `GradientTransformation` behind the `OptimizerDef` API
+(calling only `tx.init` / `tx.update`: flaxish does not depend on optax)."""
 from typing import Any, Dict
 
 import jax
@@ -20,20 +17,10 @@ class _OptaxHyperParams:
   overrides: Dict[str, Any]
 
 
-def _find_hyperparams(opt_state):
-  """The `hyperparams` dict of an `optax.inject_hyperparams` state, or None."""
-  hp = getattr(opt_state, 'hyperparams', None)
-  return hp if isinstance(hp, dict) else None
-
-
 class OptaxOptimizer(TreeStateOptimizerDef):
-  """An `OptimizerDef` that applies an optax `GradientTransformation`.
-
-  `p = p + updates` (cast back to the parameter dtype). The state is
-  `OptimizerState(step, opt_state)` with the optax state as `param_states`,
-  saved by key path (e.g. `{'0': {'mu': ...}}`). Per-step overrides such as
-  `learning_rate=lr` work when the transformation was built with
-  `optax.inject_hyperparams` and has that hyper-parameter::
+  """`p = p + updates` (in the parameter dtype); the state is
+  `OptimizerState(step, opt_state)`, saved by key path. Per-step overrides
+  such as `learning_rate=lr` need `optax.inject_hyperparams`::
 
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
     optimizer = optim.OptaxOptimizer(tx).create(params)
@@ -53,8 +40,7 @@ class OptaxOptimizer(TreeStateOptimizerDef):
     self.transformation = transformation
 
   def hyper_param_names(self, hyper_params=None):
-    # Any name: checked against the optax state in apply_gradient.
-    return ('*',)
+    return ('*',)  # checked against the optax state in apply_gradient
 
   def update_hyper_params(self, **hyper_param_overrides):
     hp = hyper_param_overrides.pop('hyper_params', self.hyper_params)
@@ -67,7 +53,8 @@ class OptaxOptimizer(TreeStateOptimizerDef):
                           self.transformation.init(params))
 
   def _inject(self, opt_state, overrides):
-    hps = _find_hyperparams(opt_state)
+    hps = getattr(opt_state, 'hyperparams', None)  # inject_hyperparams
+    hps = hps if isinstance(hps, dict) else None
     unknown = sorted(set(overrides) - set(hps or {}))
     if unknown:
       if hps is None:

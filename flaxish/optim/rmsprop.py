@@ -26,8 +26,7 @@ class RMSProp(OptimizerDef):
 
   Arguments:
     learning_rate: the step size (required, here or per step).
-    beta2: decay of the squared-gradient average (default 0.9, as in flax
-      from May 2020 on; it was 0.999 before).
+    beta2: decay of the squared-gradient average (default 0.9).
     eps: added to the denominator after the square root (default 1e-8).
   """
 

@@ -13,11 +13,8 @@ class _GradientDescentHyperParams:
 
 
 class GradientDescent(OptimizerDef):
-  """Gradient descent; the per-parameter state is `()`.
-
-  Arguments:
-    learning_rate: the step size (required, here or per step).
-  """
+  """Gradient descent; `learning_rate` is required (here or per step); the
+  per-parameter state is `()`."""
 
   def __init__(self, learning_rate=None):
     super().__init__(_GradientDescentHyperParams(learning_rate))

@@ -1,16 +1,11 @@
-"""State dicts for arbitrary pytrees (optax / example_libraries states).
-
-`tree_to_state_dict(tree)` turns any pytree into nested dicts keyed by the
-`jax.tree_util` key path (`{'0': {'mu': {'w': array}}}`), so namedtuple states
-of other libraries serialize without a registry entry;
-`tree_from_state_dict(target, state)` puts the values back into `target`'s
-structure.
-"""
+"""State dicts for any pytree (optax / example_libraries states): nested dicts
+keyed by the `jax.tree_util` key path, e.g. `{'0': {'mu': {'w': array}}}`."""
 from typing import Any, Dict
 
 import jax
 
 from flaxish import serialization
+from flaxish import traverse_util
 from flaxish.optim.base import OptimizerDef, OptimizerState, path_str
 
 __all__ = ['tree_to_state_dict', 'tree_from_state_dict',
@@ -23,24 +18,16 @@ def _key_parts(keypath):
 
 def tree_to_state_dict(tree: Any) -> Dict[str, Any]:
   """Nested dicts of the leaves of `tree`, keyed by their key-path parts."""
-  out: Dict[str, Any] = {}
-  for keypath, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    parts = _key_parts(keypath)
-    if not parts:
-      return leaf  # the tree is a single leaf
-    node = out
-    for part in parts[:-1]:
-      node = node.setdefault(part, {})
-    node[parts[-1]] = leaf
-  return out
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  if len(leaves) == 1 and not leaves[0][0]:
+    return leaves[0][1]  # the tree is a single leaf
+  return traverse_util.unflatten_dict(
+      {tuple(_key_parts(keypath)): leaf for keypath, leaf in leaves})
 
 
 def tree_from_state_dict(target: Any, state: Any) -> Any:
-  """`target` with its leaves replaced by the values in `state`.
-
-  Raises:
-    ValueError: naming the first path of `target` missing from `state`.
-  """
+  """`target` with its leaves replaced by the values in `state` (ValueError
+  naming the first path missing from it)."""
   leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(target)
   new_leaves = []
   for keypath, _ in leaves_with_path:
@@ -64,9 +51,7 @@ class TreeStateOptimizerDef(OptimizerDef):
                       'param_states': tree_to_state_dict(state.param_states)}}
 
   def restore_state(self, opt_target, opt_state, state_dict):
-    target = serialization.from_state_dict(opt_target, state_dict['target'])
     sd = state_dict['state']
-    state = OptimizerState(
-        sd['step'], tree_from_state_dict(opt_state.param_states,
-                                         sd['param_states']))
-    return target, state
+    return (serialization.from_state_dict(opt_target, state_dict['target']),
+            OptimizerState(sd['step'], tree_from_state_dict(
+                opt_state.param_states, sd['param_states'])))

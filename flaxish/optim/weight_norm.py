@@ -40,6 +40,17 @@ def _reduce_axes(param):
   return tuple(range(param.ndim - 1))
 
 
+def _norm(x):
+  """The L2 norm over all axes but the last (kept as size-1 axes)."""
+  return jnp.sqrt(jnp.sum(jnp.square(x), _reduce_axes(x), keepdims=True))
+
+
+def _as_wn(treedef, pairs):
+  """`{'direction': tree, 'scale': tree}` from `(direction, scale)` leaves."""
+  return {'direction': treedef.unflatten([d for d, _ in pairs]),
+          'scale': treedef.unflatten([s for _, s in pairs])}
+
+
 class WeightNorm(OptimizerWrapper):
   """Runs `wrapped_optimizer` on weight-normalized parameters.
 
@@ -58,21 +69,11 @@ class WeightNorm(OptimizerWrapper):
 
   def init_state(self, params):
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    directions, scales = [], []
-    for p in leaves:
-      if _is_split(p):
-        scale = jnp.sqrt(jnp.sum(jnp.square(p), _reduce_axes(p),
-                                 keepdims=True))
-        directions.append(p / scale)
-        scales.append(scale)
-      else:
-        directions.append(p)
-        scales.append(())
-    inner = self.wrapped_optimizer.init_state({
-        'direction': treedef.unflatten(directions),
-        'scale': treedef.unflatten(scales)})
+    pairs = [(p / _norm(p), _norm(p)) if _is_split(p) else (p, ())
+             for p in leaves]
+    inner = self.wrapped_optimizer.init_state(_as_wn(treedef, pairs))
     return inner.replace(param_states=self._zip_states(
-        treedef, inner.param_states, scales))
+        treedef, inner.param_states, [s for _, s in pairs]))
 
   def _zip_states(self, treedef, wn_states, mults):
     direction_states = treedef.flatten_up_to(wn_states['direction'])
@@ -85,45 +86,34 @@ class WeightNorm(OptimizerWrapper):
     check_gradients(params, grads)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     states = treedef.flatten_up_to(state.param_states)
-    grad_leaves = treedef.flatten_up_to(grads)
-    d_p, d_s, d_g, s_p, s_s, s_g = [], [], [], [], [], []
-    for p, s, g in zip(leaves, states, grad_leaves):
-      if _is_split(p):
-        axes = _reduce_axes(p)
-        direction = p / s.mult
-        scale = jnp.sqrt(jnp.sum(jnp.square(p), axes, keepdims=True)) * (
-            jnp.sign(s.mult))
-        scale_grad = jnp.sum(g * direction, axis=axes, keepdims=True)
-        direction_grad = s.mult * (g - scale_grad * direction)
-        if not is_static_zero(hyper_params.wn_decay):
-          direction_grad = direction_grad + hyper_params.wn_decay * direction
-        d_p.append(direction), d_g.append(direction_grad)
-        s_p.append(scale), s_g.append(scale_grad)
-      else:
-        d_p.append(p), d_g.append(g)
-        s_p.append(()), s_g.append(())
-      d_s.append(s.direction_state)
-      s_s.append(s.scale_state)
-    unflat = treedef.unflatten
+    wn_params, wn_grads = [], []
+    for p, s, g in zip(leaves, states, treedef.flatten_up_to(grads)):
+      if not _is_split(p):
+        wn_params.append((p, ()))
+        wn_grads.append((g, ()))
+        continue
+      direction = p / s.mult
+      scale = _norm(p) * jnp.sign(s.mult)
+      scale_grad = jnp.sum(g * direction, axis=_reduce_axes(p), keepdims=True)
+      direction_grad = s.mult * (g - scale_grad * direction)
+      if not is_static_zero(hyper_params.wn_decay):
+        direction_grad = direction_grad + hyper_params.wn_decay * direction
+      wn_params.append((direction, scale))
+      wn_grads.append((direction_grad, scale_grad))
+    wn_states = [(s.direction_state, s.scale_state) for s in states]
     new_wn, new_inner = self.wrapped_optimizer.apply_gradient(
-        hyper_params.inner,
-        {'direction': unflat(d_p), 'scale': unflat(s_p)},
-        state.replace(param_states={'direction': unflat(d_s),
-                                    'scale': unflat(s_s)}),
-        {'direction': unflat(d_g), 'scale': unflat(s_g)})
+        hyper_params.inner, _as_wn(treedef, wn_params),
+        state.replace(param_states=_as_wn(treedef, wn_states)),
+        _as_wn(treedef, wn_grads))
     new_leaves, mults = [], []
-    directions = treedef.flatten_up_to(new_wn['direction'])
-    scales = treedef.flatten_up_to(new_wn['scale'])
-    for p, direction, scale in zip(leaves, directions, scales):
-      if _is_split(p):
-        norm = jnp.sqrt(jnp.sum(jnp.square(direction), _reduce_axes(p),
-                                keepdims=True))
-        mult = scale / (hyper_params.wn_eps + norm)
-        new_leaves.append(cast_like(direction * mult, p))
-        mults.append(mult)
-      else:
-        new_leaves.append(direction)
-        mults.append(())
+    for p, direction, scale in zip(leaves,
+                                   treedef.flatten_up_to(new_wn['direction']),
+                                   treedef.flatten_up_to(new_wn['scale'])):
+      mult = scale / (hyper_params.wn_eps + _norm(direction)) if _is_split(
+          p) else ()
+      new_leaves.append(cast_like(direction * mult, p) if _is_split(p)
+                        else direction)
+      mults.append(mult)
     new_state = new_inner.replace(param_states=self._zip_states(
         treedef, new_inner.param_states, mults))
-    return unflat(new_leaves), new_state
+    return treedef.unflatten(new_leaves), new_state

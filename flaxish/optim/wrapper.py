@@ -1,9 +1,4 @@
-"""Base class for optimizer defs that wrap another def.
-
-A wrapper's hyper-parameters are a dataclass whose `inner` field holds the
-wrapped def's hyper-parameters; the other fields are the wrapper's own.
-Overrides such as `learning_rate=` pass through to the wrapped def.
-"""
+"""Base class for optimizer defs that wrap another def."""
 import dataclasses
 from typing import Any, Tuple
 
@@ -13,7 +8,8 @@ __all__ = ['OptimizerWrapper']
 
 
 class OptimizerWrapper(OptimizerDef):
-  """An `OptimizerDef` that delegates the update rule to `wrapped_optimizer`.
+  """Delegates the update rule to `wrapped_optimizer`; overrides such as
+  `learning_rate=` pass through to it.
 
   Arguments:
     wrapped_optimizer: the `OptimizerDef` being wrapped.
@@ -41,13 +37,8 @@ class OptimizerWrapper(OptimizerDef):
     hp = hyper_param_overrides.pop('hyper_params', self.hyper_params)
     if not hyper_param_overrides:
       return hp
+    self.check_override_names(hyper_param_overrides, hp)
     own_names = self._own_names(hp)
-    names = self.hyper_param_names(hp)
-    unknown = sorted(set(hyper_param_overrides) - set(names))
-    if unknown and '*' not in names:
-      raise TypeError(
-          f'{type(self).__name__} has no hyper-parameter(s) {unknown}; the '
-          f'hyper-parameters are {list(self.hyper_param_names(hp))}')
     own = {k: v for k, v in hyper_param_overrides.items() if k in own_names}
     rest = {k: v for k, v in hyper_param_overrides.items()
             if k not in own_names}

@@ -1,14 +1,12 @@
 """Serialization of pytrees: state dicts, msgpack bytes, checkpoint files."""
-from flaxish.serialization.bytes_format import from_bytes, to_bytes
-from flaxish.serialization.checkpoint_file import (CorruptCheckpointError,
-                                                   UnsupportedCheckpointError,
-                                                   read_checkpoint,
-                                                   write_checkpoint)
-from flaxish.serialization.matching import RestoreError, RestoreProblem
-from flaxish.serialization.msgpack_decode import (MalformedDataError,
-                                                  msgpack_restore)
-from flaxish.serialization.msgpack_encode import msgpack_serialize
-from flaxish.serialization.state_dict import (from_state_dict, is_registered,
+from flaxish.serialization.msgpack import (CorruptCheckpointError,
+                                           MalformedDataError,
+                                           UnsupportedCheckpointError,
+                                           from_bytes, msgpack_restore,
+                                           msgpack_serialize, read_checkpoint,
+                                           to_bytes, write_checkpoint)
+from flaxish.serialization.state_dict import (RestoreError, RestoreProblem,
+                                              from_state_dict, is_registered,
                                               register_serialization_state,
                                               to_state_dict)
 

@@ -7,10 +7,12 @@ At step 3 process 1 fails according to MODE:
 
   kill   SIGKILLs itself;
   raise  raises an uncaught RuntimeError;
-  stall  sleeps (alive, still sending heartbeats) for 10 minutes.
+  stall  sleeps (alive, still sending heartbeats) for 10 minutes;
+  stall-default  the same, with `initialize`'s watchdog (8 s) on.
 
 Process 0 goes on and waits in its next all-reduce. With MODE=stall it runs
-a `Watchdog` of 3 s. Each process prints 'step N' after each finished step.
+a `Watchdog` of 3 s. Only MODE=stall-default has `initialize`'s own
+watchdog. Each process prints 'step N' after each finished step.
 """
 import os
 import signal
@@ -25,11 +27,14 @@ from flaxish import distributed
 
 FAILING_STEP = 3
 WATCHDOG_SECONDS = 3
+DEFAULT_WATCHDOG_SECONDS = 8
 
 
 def main(mode, heartbeat):
-  distributed.initialize(initialization_timeout=60,
-                         heartbeat_timeout_seconds=int(heartbeat))
+  distributed.initialize(
+      initialization_timeout=60, heartbeat_timeout_seconds=int(heartbeat),
+      watchdog_timeout_s=DEFAULT_WATCHDOG_SECONDS if mode == 'stall-default'
+      else None)
   mesh = distributed.data_parallel_mesh()
   me = jax.process_index()
   local = np.full((jax.local_device_count(), 2), me + 1, np.float32)
@@ -46,7 +51,7 @@ def main(mode, heartbeat):
         os.kill(os.getpid(), signal.SIGKILL)
       elif mode == 'raise':
         raise RuntimeError('process 1 fails on purpose')
-      elif mode == 'stall':
+      elif mode in ('stall', 'stall-default'):
         time.sleep(600)
     float(total(x))  # waits for every process
     print(f'step {step}', flush=True)

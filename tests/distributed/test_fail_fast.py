@@ -66,3 +66,28 @@ def test_watchdog_stays_quiet_while_pinged():
 def test_watchdog_rejects_bad_timeouts(kwargs):
   with pytest.raises(ValueError, match='must be > 0 seconds'):
     distributed.Watchdog(**kwargs)
+
+
+def test_main_thread_cpu_watchdog_fires_only_when_the_main_thread_blocks():
+  # Busy for 3 s with a 1 s watchdog and no pings: CPU time counts as life.
+  busy = _run("""
+      import time
+      from flaxish import distributed
+      watchdog = distributed.Watchdog(1, main_thread_cpu=True)
+      end = time.monotonic() + 3
+      while time.monotonic() < end:
+        sum(range(1000))
+      watchdog.close()
+      print('finished')
+  """)
+  assert busy.returncode == 0 and busy.stdout == 'finished\n', busy
+  blocked = _run("""
+      import threading
+      from flaxish import distributed
+      distributed.Watchdog(1, main_thread_cpu=True)
+      threading.Event().wait(60)  # blocked, as in a collective
+  """)
+  assert blocked.returncode == distributed.WATCHDOG_EXIT_CODE, blocked
+  assert ('flaxish.distributed.Watchdog: process 0 of 1: its main thread used '
+          'no CPU time for 1 s (blocked or asleep).' in blocked.stderr)
+  assert 'line 5 in <module>' in blocked.stderr

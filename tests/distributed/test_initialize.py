@@ -24,6 +24,7 @@ class Recorder:
     self.calls = []
     self.hooks = 0
     self.initialized = False
+    self.rendezvous_calls, self.watchdogs = [], []
 
   def initialize(self, **kwargs):
     self.calls.append(kwargs)
@@ -31,6 +32,12 @@ class Recorder:
 
   def install_hook(self):
     self.hooks += 1
+
+  def rendezvous(self, *args):
+    self.rendezvous_calls.append(args)
+
+  def watchdog(self, timeout_s, **kwargs):
+    self.watchdogs.append((timeout_s, kwargs))
 
 
 @pytest.fixture
@@ -45,6 +52,9 @@ def fake(monkeypatch):
                       lambda: rec.initialized)
   monkeypatch.setattr(init_module._fail_fast, 'exit_on_uncaught_exception',
                       rec.install_hook)
+  monkeypatch.setattr(init_module._rendezvous, 'rendezvous', rec.rendezvous)
+  monkeypatch.setattr(init_module._fail_fast, 'Watchdog', rec.watchdog)
+  monkeypatch.setattr(init_module, '_watchdog', [])
   return rec
 
 
@@ -212,3 +222,26 @@ def test_called_too_late(fake, monkeypatch):
   with pytest.raises(RuntimeError, match='must run before anything uses JAX '
                      'devices .* call it first thing in main'):
     distributed.initialize('h:1', 2, 0)
+
+
+def test_pre_flight_check_and_watchdog_for_several_processes(fake):
+  assert distributed.initialize('h:1', 2, 1) is True
+  assert fake.rendezvous_calls == [('h:1', 2, 1, 300)]
+  assert fake.watchdogs == [(distributed.DEFAULT_WATCHDOG_SECONDS, {
+      'what': 'main thread', 'main_thread_cpu': True})]
+  assert distributed.DEFAULT_WATCHDOG_SECONDS == 1800
+
+
+@pytest.mark.parametrize('off', [None, 0])
+def test_the_watchdog_can_be_turned_off(fake, off):
+  distributed.initialize('h:1', 2, 0, initialization_timeout=20,
+                         watchdog_timeout_s=off)
+  assert fake.rendezvous_calls == [('h:1', 2, 0, 20)] and not fake.watchdogs
+
+
+def test_no_pre_flight_check_without_all_three_values(fake, monkeypatch):
+  _slurm(monkeypatch, 4)
+  monkeypatch.setattr(jax, 'process_count', lambda: 4)
+  monkeypatch.setattr(jax, 'process_index', lambda: 2)
+  distributed.initialize(watchdog_timeout_s=60)
+  assert fake.rendezvous_calls == [] and fake.watchdogs[0][0] == 60

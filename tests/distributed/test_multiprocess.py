@@ -2,6 +2,7 @@
 a free port, timeouts): training equals one process's, the checkpoint is
 written once and restored by both, a failing process stops the other."""
 import json
+import re
 import os
 
 import numpy as np
@@ -54,7 +55,8 @@ def test_two_processes_train_like_one_and_checkpoint_once(tmp_path):
 
   # Process 0 wrote the one checkpoint; both restored what it wrote.
   assert [info['writes'] for info in infos] == [1, 0]
-  assert os.listdir(tmp_path / 'ckpt') == ['checkpoint_3']
+  assert sorted(os.listdir(tmp_path / 'ckpt')) == ['checkpoint_3',
+                                                 'checkpoint_3.meta']
   for i, info in enumerate(infos):
     assert info['checkpoint_path'] == str(tmp_path / 'ckpt' / 'checkpoint_3')
     assert info['restored_step'] == setup.NUM_STEPS
@@ -116,3 +118,71 @@ def test_watchdog_ends_a_process_waiting_for_a_stuck_one():
   assert '_failure_worker.py' in stderr.split('Threads of this process')[1]
   # With the coordinator (process 0) gone, process 1 is terminated too.
   _assert_stopped_by_jax(workers[1], log)
+
+
+def test_initialize_watchdog_ends_the_run_when_a_process_stalls():
+  workers, log = _run_failure('stall-default')
+  # Process 1 sleeps, process 0 waits in an all-reduce: neither main thread
+  # uses CPU time, so initialize's watchdog (8 s here) ends them.
+  fired = [w for w in workers if w.returncode == 75]
+  assert fired, log
+  for w in fired:
+    assert (f'flaxish.distributed.Watchdog: process {w.process_id} of 2: its '
+            'main thread used no CPU time for 8 s (blocked or asleep). '
+            'Either another process died or is stuck' in w.stderr), log
+  for w in workers:
+    if w.returncode != 75:
+      _assert_stopped_by_jax(w, log)
+
+
+# Start-up: the pre-flight check of initialize().
+
+ADDRESS = r'127\.0\.0\.1:\d+'
+
+
+def _start(mode, num_processes, timeout=3, **env):
+  workers = _launch.run_workers('_init_worker.py', [mode, str(timeout)],
+                                num_processes=num_processes,
+                                timeout=FAILURE_TIMEOUT, extra_env=env)
+  log = _launch.logs(workers)
+  assert all(w.returncode is not None for w in workers), log
+  return workers, log
+
+
+def test_a_process_that_never_joins_is_named():
+  (worker,), log = _start('alone', 1, FLAXISH_NUM_PROCESSES='2')
+  assert worker.returncode == 3, log
+  assert re.search(
+      rf'InitializationError: flaxish.distributed.initialize \(process 0\): '
+      rf'timed out after 3 s at {ADDRESS}: 1 of 2 processes joined; '
+      r'process\(es\) \[1\] never connected', worker.stdout), log
+  progress = re.findall(rf'(INFO|WARNING) flaxish.distributed: process 0 '
+                        rf'waits at {ADDRESS}: 1 of 2 processes joined '
+                        r'\(missing: \[1\]\)', worker.stderr)
+  assert progress[0] == 'INFO' and 'WARNING' in progress[1:], log
+
+
+def test_an_unreachable_coordinator_is_named():
+  (worker,), log = _start('alone', 1, FLAXISH_NUM_PROCESSES='2',
+                          FLAXISH_PROCESS_ID='1')
+  assert worker.returncode == 3, log
+  assert re.search(
+      rf'InitializationError: flaxish.distributed.initialize \(process 1 of '
+      rf'2\): timed out after 3 s: cannot reach the coordinator at {ADDRESS} '
+      r'\(process 0\): \[Errno 111\] Connection refused\. Check that process 0 '
+      'runs', worker.stdout), log
+  assert re.search(rf'INFO flaxish.distributed: process 1 of 2 waits for the '
+                   rf'coordinator at {ADDRESS} \(process 0\): no answer yet',
+                   worker.stderr), log
+
+
+def test_processes_that_disagree_on_the_count_are_refused():
+  workers, log = _start('disagree', 2, timeout=60)
+  assert [w.returncode for w in workers] == [3, 3], log
+  problem = ('process 1 was started with num_processes=3, process 0 with '
+             'num_processes=2; start every process with the same count')
+  assert (f'InitializationError: flaxish.distributed.initialize (process 0): '
+          f'{problem}' in workers[0].stdout), log
+  assert re.search(rf'InitializationError: flaxish.distributed.initialize '
+                   rf'\(process 1 of 3, coordinator {ADDRESS}\): '
+                   rf'{re.escape(problem)}', workers[1].stdout), log

@@ -271,6 +271,69 @@ def test_conv_rejects_bad_feature_groups_and_padding():
                  padding=((1, 1),))
 
 
+class _ConvNet(nn.Module):
+
+  def apply(self, x, layer, **kwargs):
+    return layer(x, features=2, name='conv', **kwargs)
+
+
+@pytest.mark.parametrize('layer,name,value', [
+    (layer, name, value) for layer in (nn.Conv, nn.ConvTranspose)
+    for name, value in (('strides', (0, 1)), ('strides', (1, -2)),
+                        ('strides', (1.5, 1)), ('kernel_dilation', (1, 0)))
+] + [(nn.Conv, 'input_dilation', (0, 1))])
+def test_conv_rejects_non_positive_strides_and_dilations(layer, name, value):
+  with pytest.raises(ValueError, match=(
+      rf'^/conv: {layer.__name__}: {name} must be 2 positive ints, got '
+      rf'{name}={re.escape(repr(value))}$')):
+    _ConvNet.init(KEY, jnp.ones((1, 6, 6, 3)), layer, kernel_size=(3, 3),
+                  **{name: value})
+
+
+@pytest.mark.parametrize('layer', [nn.Conv, nn.ConvTranspose])
+def test_conv_rejects_bad_kernel_size_and_lengths(layer):
+  x = jnp.ones((1, 6, 6, 3))
+  for kernel_size in [(0, 3), (3, -1), ()]:
+    with pytest.raises(ValueError, match=(
+        rf'^/conv: {layer.__name__} needs kernel_size as a tuple of positive '
+        rf'ints, got {re.escape(repr(kernel_size))}$')):
+      _ConvNet.init(KEY, x, layer, kernel_size=kernel_size)
+  with pytest.raises(ValueError, match=(
+      rf'^/conv: {layer.__name__}: strides=\(1, 1, 1\) must have one entry '
+      r'per spatial dimension \(2\)$')):
+    _ConvNet.init(KEY, x, layer, kernel_size=(3, 3), strides=(1, 1, 1))
+
+
+@pytest.mark.parametrize('layer,kwargs,size', [
+    (nn.Conv, {'kernel_size': (7, 3), 'padding': 'VALID'}, 6),
+    (nn.Conv, {'kernel_size': (3, 3), 'padding': ((-5, -5), (0, 0))}, -4),
+    (nn.Conv, {'kernel_size': (3, 3), 'kernel_dilation': (4, 1),
+               'padding': ((1, 1), (0, 0))}, 8),
+    (nn.ConvTranspose, {'kernel_size': (3, 3),
+                        'padding': ((-9, -9), (0, 0))}, -12),
+])
+def test_conv_kernel_larger_than_the_padded_input(layer, kwargs, size):
+  x = jnp.ones((1, 6, 6, 3))
+  extent = (kwargs['kernel_size'][0] - 1) * kwargs.get(
+      'kernel_dilation', (1, 1))[0] + 1
+  with pytest.raises(ValueError, match=(
+      rf'^/conv: {layer.__name__}: the kernel spans {extent} positions along '
+      rf'spatial dim 0 .* but the input of shape \(1, 6, 6, 3\) has {size} '
+      r'there, after input dilation and padding=.*, so the output would be '
+      r"empty; use padding='SAME', a smaller kernel or a larger input$")):
+    _ConvNet.init(KEY, x, layer, **kwargs)
+  # The same kernel with 'SAME' padding (or a fitting negative padding) runs.
+  same = dict(kwargs, padding='SAME')
+  assert _ConvNet.init(KEY, x, layer, **same)[0].shape[:3] == (1, 6, 6)
+  # Negative padding that leaves room for the kernel crops, as in lax.
+  x = _rand((1, 6, 6, 3))
+  y, params = nn.Conv.init(KEY, x, features=2, kernel_size=(3, 3),
+                           padding=((-1, 0), (0, 0)), **INITS)
+  p = _np(params)
+  expected = np_conv(x[:, 1:], p['kernel'], (1, 1), 'VALID') + p['bias']
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
 # -------------------------------------------------------- ConvTranspose ----
 
 

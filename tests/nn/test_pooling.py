@@ -115,3 +115,36 @@ def test_pool_rejects_wrong_rank_and_padding():
     nn.max_pool(jnp.ones((3, 4)), (2, 2))
   with pytest.raises(ValueError, match='has 1 \\(low, high\\) pairs'):
     nn.avg_pool(jnp.ones((1, 4, 4, 1)), (2, 2), padding=((1, 1),))
+
+
+@pytest.mark.parametrize('pool_fn', [nn.max_pool, nn.avg_pool])
+def test_window_larger_than_the_input_is_an_error(pool_fn):
+  x = jnp.ones((1, 8, 5, 3))
+  with pytest.raises(ValueError, match=(
+      r"^pool\(window_shape=\(9, 2\)\): the window is larger than the input "
+      r'of shape \(1, 8, 5, 3\) along window dim 0: 8 positions \(padding '
+      r'included\) for a window of 9, so the output would be empty; use a '
+      r"smaller window, padding='SAME', or pad the input$")):
+    pool_fn(x, (9, 2))
+  with pytest.raises(ValueError, match=(
+      r'the input of shape \(8, 5, 3\) along window dim 1: 6 positions')):
+    pool_fn(x[0], (2, 7), padding=((0, 0), (1, 0)))
+  # A window that fits exactly, after padding, gives one output position.
+  y = pool_fn(x, (8, 6), padding=((0, 0), (1, 0)))
+  assert y.shape == (1, 1, 1, 3)
+  expected = _np_pool(np.ones((1, 8, 5, 3)),
+                      np.max if pool_fn is nn.max_pool else np.mean,
+                      -np.inf if pool_fn is nn.max_pool else 0.,
+                      (8, 6), None, ((0, 0), (1, 0)))
+  np.testing.assert_allclose(y, expected)
+  assert pool_fn(x, (9, 9), padding='SAME').shape == x.shape
+
+
+def test_pool_rejects_non_positive_window_and_strides():
+  x = jnp.ones((1, 4, 4, 1))
+  with pytest.raises(ValueError, match=r'^pool\(window_shape=\(0, 2\)\): '
+                     r'window_shape must be positive ints, got \(0, 2\)$'):
+    nn.max_pool(x, (0, 2))
+  with pytest.raises(ValueError, match=r'^pool\(window_shape=\(2, 2\)\): '
+                     r'strides must be positive ints, got \(2, -1\)$'):
+    nn.avg_pool(x, (2, 2), strides=(2, -1))

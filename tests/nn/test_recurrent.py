@@ -196,3 +196,42 @@ def test_carry_and_inputs_must_share_batch_dims():
   with pytest.raises(ValueError, match=r'^/gru: GRUCell: the carry \(3, 4\) '
                      r'and the inputs \(2, 5\) must have the same batch'):
     Net.init(KEY, jnp.zeros((3, 4)), jnp.ones((2, 5)))
+
+
+@pytest.mark.parametrize('c_shape,h_shape', [((2, 4), (2, 5)),
+                                             ((3, 4), (2, 4))])
+def test_lstm_carry_halves_must_have_one_shape(c_shape, h_shape):
+
+  class Net(nn.Module):
+
+    def apply(self, carry, x):
+      return nn.LSTMCell(carry, x, name='lstm')
+
+  with pytest.raises(ValueError, match=(
+      rf'^/lstm: LSTMCell: the carry \(c, h\) must be two arrays of the same '
+      rf'shape, got c of shape \({c_shape[0]}, {c_shape[1]}\) and h of shape '
+      rf'\({h_shape[0]}, {h_shape[1]}\); build it with '
+      r'LSTMCell.initialize_carry\(rng, batch_dims, size\)$')):
+    Net.init(KEY, (jnp.zeros(c_shape), jnp.zeros(h_shape)), jnp.ones((2, 3)))
+
+
+def test_conv_lstm_carry_must_match_itself_and_the_features():
+
+  class Net(nn.Module):
+
+    def apply(self, carry, x):
+      return nn.ConvLSTM(carry, x, features=4, kernel_size=(3, 3),
+                         name='clstm')
+
+  x = jnp.ones((2, 6, 6, 3))
+  with pytest.raises(ValueError, match=(
+      r'^/clstm: ConvLSTM: the carry \(c, h\) must be two arrays of the same '
+      r'shape, got c of shape \(2, 6, 6, 4\) and h of shape \(2, 6, 6, 5\); '
+      r'build it with ConvLSTM.initialize_carry')):
+    Net.init(KEY, (jnp.zeros((2, 6, 6, 4)), jnp.zeros((2, 6, 6, 5))), x)
+  with pytest.raises(ValueError, match=(
+      r'^/clstm: ConvLSTM: the carry has shape \(2, 6, 6, 5\) but '
+      r'features=4; its last axis must be the features: build it with '
+      r'ConvLSTM.initialize_carry\(rng, batch_dims, output_spatial_shape \+ '
+      r'\(features,\)\)$')):
+    Net.init(KEY, (jnp.zeros((2, 6, 6, 5)), jnp.zeros((2, 6, 6, 5))), x)

@@ -4,7 +4,8 @@ import optax
 import pytest
 
 from flaxish import optim
-from flaxish.optim.adam import _AdamHyperParams, _AdamParamState
+from flaxish.optim._moments import MomentState
+from flaxish.optim.adam import _AdamHyperParams
 
 
 def numpy_adam(params, grads_seq, lr, b1, b2, eps, wd):
@@ -26,7 +27,7 @@ def test_init_state(params):
                        weight_decay=0.0)
   assert opt_def.hyper_params == _AdamHyperParams(0.1, 0.2, 0.9, 0.01, 0.0)
   state = opt_def.init_state(params)
-  assert isinstance(state.param_states['b'], _AdamParamState)
+  assert isinstance(state.param_states['b'], MomentState)
   np.testing.assert_array_equal(state.param_states['b'].grad_sq_ema,
                                 np.zeros(4))
 

@@ -4,7 +4,8 @@ import optax
 import pytest
 
 from flaxish import optim
-from flaxish.optim.lamb import _LAMBHyperParams, _LAMBParamState
+from flaxish.optim._moments import MomentState
+from flaxish.optim.lamb import _LAMBHyperParams
 
 
 def numpy_lamb(params, grads_seq, lr, b1, b2, wd, eps):
@@ -27,7 +28,7 @@ def test_init_state(params):
   opt_def = optim.LAMB(learning_rate=0.1)
   assert opt_def.hyper_params == _LAMBHyperParams(0.1, 0.9, 0.999, 0, 1e-6)
   assert isinstance(opt_def.init_state(params).param_states['w'],
-                    _LAMBParamState)
+                    MomentState)
 
 
 @pytest.mark.parametrize('wd', [0., 0.1])

@@ -9,7 +9,7 @@ import pytest
 
 from flaxish import optim
 from flaxish import serialization
-from flaxish.optim.adam import _AdamParamState
+from flaxish.optim._moments import MomentState
 from flaxish.optim.momentum import _MomentumHyperParams, _MomentumParamState
 from flaxish.traverse_util import t_identity
 
@@ -169,7 +169,7 @@ def test_create_with_focus_optimizes_only_the_focus(params, grads_seq):
 
 
 def test_param_states_are_namedtuples_with_the_2020_state_dict_layout():
-  state = _AdamParamState(np.zeros(2), np.ones(2))
+  state = MomentState(np.zeros(2), np.ones(2))
   # Flattened natively by JAX (no Python callback per parameter).
   assert isinstance(state, tuple) and state._fields == ('grad_ema',
                                                         'grad_sq_ema')
@@ -180,7 +180,7 @@ def test_param_states_are_namedtuples_with_the_2020_state_dict_layout():
                                                      'grad_sq_ema'}
   restored = serialization.from_state_dict(
       state, {'grad_ema': np.full(2, 5.), 'grad_sq_ema': np.zeros(2)})
-  assert isinstance(restored, _AdamParamState)
+  assert isinstance(restored, MomentState)
   np.testing.assert_array_equal(restored.grad_ema, [5., 5.])
   with pytest.raises(TypeError, match='param_state decorates a '
                      'typing.NamedTuple'):

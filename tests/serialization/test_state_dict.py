@@ -1,10 +1,13 @@
-"""Tests for the state-dict registry (flaxish.serialization.state_dict)."""
+"""Tests for flaxish.serialization.state_dict: registry, strict matching, casts."""
 import collections
 
+import jax
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
-from flaxish import serialization
+from flaxish import nn, serialization
 from flaxish.serialization import state_dict as state_dict_lib
 
 Pair = collections.namedtuple('Pair', ['first', 'second'])
@@ -175,3 +178,144 @@ def test_handlers_of_later_flax_pass_the_name():
   assert serialization.from_state_dict(Named([0]), {'a': {'0': 3}}).a == [3]
   with pytest.raises(serialization.RestoreError, match=r'/a/1: in the file'):
     serialization.from_state_dict(Named([0]), {'a': {'0': 3, '1': 4}})
+
+
+# Strict matching and casting.
+
+
+def _target():
+  return {'params': {'Dense_0': {'kernel': np.zeros((3, 5), np.float32),
+                                 'bias': np.zeros(5, np.float32)},
+                     'Dense_1': {'kernel': np.zeros((5, 2), np.float32)}},
+          'step': 0}
+
+
+def _file():
+  return {'params': {'Dense_0': {'kernel': np.ones((3, 4), np.float32),
+                                 'bias': np.ones(5, np.int16) * 7},
+                     'Dense_9': {'kernel': np.ones((5, 2), np.float32)}},
+          'step': np.int32(7)}
+
+
+def test_one_error_lists_every_bad_path():
+  with pytest.raises(serialization.RestoreError) as info:
+    serialization.from_state_dict(_target(), _file())
+  error = info.value
+  assert isinstance(error, ValueError)
+  lines = str(error).splitlines()
+  assert lines[0] == ('the state does not match the target (1 missing, '
+                      '1 unexpected, 1 mismatched):')
+  assert lines[1:4] == [
+      '  /params/Dense_0/kernel: shape (3, 4) in the file, (3, 5) in the '
+      'target',
+      '  /params/Dense_1: missing in the file (the target has a subtree of 1 '
+      'leaf)',
+      '  /params/Dense_9: in the file but not in the target (a subtree of 1 '
+      'leaf)']
+  assert 'strict=False' in lines[-1]
+
+
+def test_not_strict_restores_what_matches():
+  target = _target()
+  restored, skipped = serialization.from_state_dict(target, _file(),
+                                                    strict=False)
+  assert restored['params']['Dense_0']['kernel'] is (
+      target['params']['Dense_0']['kernel'])
+  assert restored['params']['Dense_1'] == target['params']['Dense_1']
+  assert 'Dense_9' not in restored['params']
+  # int16 -> float32 is a safe cast: the values are replaced, as float32.
+  bias = restored['params']['Dense_0']['bias']
+  assert bias.dtype == np.float32 and (bias == 7).all()
+  assert restored['step'] == 7
+  assert {p.path: p.kind for p in skipped} == {
+      '/params/Dense_0/kernel': 'mismatch', '/params/Dense_1': 'missing',
+      '/params/Dense_9': 'unexpected'}
+  unexpected = [p for p in skipped if p.kind == 'unexpected'][0]
+  np.testing.assert_array_equal(unexpected.value['kernel'], np.ones((5, 2)))
+
+
+@pytest.mark.parametrize('src,dst', [
+    (np.float64, np.float32), (np.float32, np.float64),
+    (np.float32, ml_dtypes.bfloat16), (ml_dtypes.bfloat16, np.float32),
+    (np.int32, np.int64), (np.int64, np.int32), (np.uint8, np.int32),
+    (np.int8, np.float32), (np.bool_, np.int32), (np.complex128, np.complex64)])
+def test_safe_casts_replace_the_values_in_the_target_dtype(src, dst):
+  values = np.arange(6).reshape(2, 3) % 2
+  restored = serialization.from_state_dict(
+      {'w': np.zeros((2, 3), dst)}, {'w': values.astype(src)})
+  assert restored['w'].dtype == np.dtype(dst)
+  np.testing.assert_array_equal(restored['w'], values.astype(dst))
+
+
+def test_float64_numpy_state_restores_a_float32_model():
+  # Flax 0.2.2's own serialization test: a float32 model, float64 values.
+  model = nn.Dense.partial(features=3)
+  _, params = model.init_by_shape(jax.random.PRNGKey(0), [((1, 2),
+                                                            jnp.float32)])
+  target = nn.Model(model, params)
+  state = {'params': {'kernel': np.full((2, 3), 0.5),
+                      'bias': np.arange(3.0)}}
+  restored = serialization.from_state_dict(target, state)
+  assert restored.params['kernel'].dtype == np.float32
+  np.testing.assert_array_equal(restored.params['bias'], [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize('src,dst', [
+    (np.float32, np.int32), (np.float64, np.uint8), (np.int32, np.uint32),
+    (np.complex64, np.float32), (np.int64, np.float32), (np.float32, np.bool_)])
+def test_unsafe_casts_are_mismatches(src, dst):
+  with pytest.raises(serialization.RestoreError) as info:
+    serialization.from_state_dict({'a': {'w': np.zeros(2, dst)},
+                                   'b': np.zeros(3, dst)},
+                                  {'a': {'w': np.ones(2, src)},
+                                   'b': np.ones(4, src)})
+  src, dst = np.dtype(src), np.dtype(dst)
+  assert [str(p) for p in info.value.problems] == [
+      f'/a/w: dtype {src} in the file, {dst} in the target (an unsafe cast)',
+      f'/b: shape (4,) in the file, (3,) in the target; dtype {src} in the '
+      f'file, {dst} in the target (an unsafe cast)']
+
+
+def test_leaf_against_subtree_and_root_paths():
+  _, skipped = serialization.from_state_dict({'a': {'b': 1}},
+                                             {'a': np.ones(2)}, strict=False)
+  assert [str(p) for p in skipped] == [
+      '/a: float64[2] in the file, a subtree of 1 leaf in the target']
+  _, skipped = serialization.from_state_dict(np.zeros(3), np.zeros(4),
+                                             strict=False)
+  assert [str(p) for p in skipped] == [
+      '/: shape (4,) in the file, (3,) in the target']
+
+
+def test_python_numbers_strings_and_none():
+  def problems(target, state):
+    return [str(p) for p in serialization.from_state_dict(
+        target, state, strict=False)[1]]
+  assert problems({'a': 1, 'b': 1.0, 'c': np.zeros(())},
+                  {'a': 2.5, 'b': np.float32(2), 'c': 3}) == []
+  assert problems({'a': 1.0}, {'a': np.ones(2)}) == [
+      '/a: float64[2] in the file, the float 1.0 in the target']
+  assert problems({'name': 'Pair', 'n': None}, {'name': 'Other', 'n': None}) \
+      == []
+  assert problems({'x': None, 'y': b'a'}, {'x': 'a', 'y': 'b'}) == [
+      "/x: the str 'a' in the file, None in the target",
+      "/y: the str 'b' in the file, the bytes b'a' in the target"]
+  assert problems({'/D': {'m': np.zeros(2)}}, {'/D': {'m': np.zeros(3)}}) == [
+      "/'/D'/m: shape (3,) in the file, (2,) in the target"]
+
+
+def test_abstract_targets_and_typed_prng_keys():
+  target = {'w': jax.ShapeDtypeStruct((2, 3), jnp.float32)}
+  restored = serialization.from_state_dict(
+      target, {'w': np.ones((2, 3), np.float16)})
+  assert restored['w'].dtype == np.float32
+  keys = jax.random.split(jax.random.key(3), 4)
+  state = serialization.msgpack_restore(serialization.to_bytes({'k': keys}))
+  assert state['k'].dtype == np.uint32 and state['k'].shape == (4, 2)
+  _, skipped = serialization.from_state_dict({'k': jax.random.key(0)}, state,
+                                             strict=False)
+  assert skipped[0].kind == 'mismatch'  # one key vs four
+  restored = serialization.from_state_dict({'k': keys}, state)
+  assert jax.dtypes.issubdtype(restored['k'].dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(jax.random.key_data(restored['k']),
+                                jax.random.key_data(keys))

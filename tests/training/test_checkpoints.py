@@ -1,22 +1,29 @@
-"""Tests for flaxish.training.checkpoints: saving, restoring, keep, crashes."""
+"""Tests for flaxish.training.checkpoints: files, names, crashes, async saves."""
 import collections
+import errno
+import json
+import logging
 import os
+import re
 import select
 import signal
+import struct as struct_lib
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
+import zlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import msgpack
 import numpy as np
 import pytest
 
 from flaxish import jax_utils, nn, optim, serialization, struct
-from flaxish.serialization import checkpoint_file
 from flaxish.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -58,7 +65,33 @@ def _assert_trees_equal(got, want):
 
 
 def _names(ckpt_dir):
-  return sorted(os.listdir(ckpt_dir))
+  """The data files; each must have its sidecar."""
+  names = sorted(os.listdir(ckpt_dir))
+  data = [n for n in names if not n.endswith('.meta')]
+  for name in data:
+    if re.fullmatch(r'checkpoint_(0|-?[1-9][0-9]*)', name):
+      assert name + '.meta' in names, names
+  return data
+
+
+def unpack_2020(data):
+  """The 2020 flax reader: msgpack.unpackb with its extension hook."""
+  def ext_hook(code, payload):
+    if code == 1:
+      shape, dtype, buffer = msgpack.unpackb(payload, raw=True)
+      return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    return msgpack.ExtType(code, payload)
+  return msgpack.unpackb(data, ext_hook=ext_hook, raw=False)
+
+
+def pack_2020(tree):
+  """The 2020 flax writer: msgpack.packb with its extension hook."""
+  def default(x):
+    if isinstance(x, np.ndarray):
+      return msgpack.ExtType(1, msgpack.packb(
+          (x.shape, x.dtype.str, x.tobytes('C')), use_bin_type=True))
+    raise TypeError(type(x))
+  return msgpack.packb(tree, default=default, strict_types=True)
 
 
 # Round trips.
@@ -162,48 +195,197 @@ def test_replicated_optimizer_saves_one_copy(tmp_path):
   _assert_trees_equal(jax_utils.unreplicate(restored), single)
 
 
-# Names, keep, overwrite, step selection.
+# The file layout: plain msgpack plus a sidecar.
 
 
-def test_natural_sort():
-  names = ['ckpt_10', 'ckpt_9', 'ckpt_1.5', 'ckpt_-2', 'ckpt_1e1x', 'ckpt_2']
-  assert checkpoints.natural_sort(names) == [
-      'ckpt_-2', 'ckpt_1.5', 'ckpt_2', 'ckpt_9', 'ckpt_10', 'ckpt_1e1x']
-  assert checkpoints.natural_sort(['a-3', 'a-1', 'a-2'], signed=False) == [
-      'a-1', 'a-2', 'a-3']
-  assert checkpoints.natural_sort(['b2', 'a10', 'a9']) == ['a9', 'a10', 'b2']
+def test_a_checkpoint_is_plain_msgpack_with_a_sidecar(tmp_path):
+  tree = {'w': np.arange(6.0, dtype=np.float32).reshape(2, 3), 'step': 7}
+  path = checkpoints.save_checkpoint(tmp_path, tree, 7)
+  with open(path, 'rb') as f:
+    data = f.read()
+  raw = unpack_2020(data)  # the msgpack library with the 2020 hook
+  np.testing.assert_array_equal(raw['w'], tree['w'])
+  assert raw['step'] == 7 and data == pack_2020(tree)
+  assert serialization.msgpack_restore(data)['step'] == 7
+  with open(path + '.meta', 'rb') as f:
+    sidecar = f.read()
+  meta = json.loads(sidecar)
+  check = meta.pop('check')
+  assert meta == {'format': 'flaxish.checkpoint', 'format_version': 2,
+                  'size': len(data), 'crc32': zlib.crc32(data),
+                  'replaces': None}
+  assert check == zlib.crc32(json.dumps(meta, separators=(',', ':')).encode())
+  assert sidecar.endswith(b'\n') and sidecar.count(b'\n') == 1
+
+
+def test_2020_files_without_a_sidecar_restore_with_an_info_line(
+    tmp_path, caplog):
+  tree = {'params': {'kernel': np.ones((2, 3), np.float32)}, 'step': 4}
+  (tmp_path / 'checkpoint_4').write_bytes(pack_2020(tree))
+  with caplog.at_level(logging.INFO, 'flaxish.training.checkpoints'):
+    restored = checkpoints.restore_checkpoint(
+        tmp_path, {'params': {'kernel': np.zeros((2, 3), np.float32)},
+                   'step': 0})
+  assert restored['step'] == 4
+  np.testing.assert_array_equal(restored['params']['kernel'], np.ones((2, 3)))
+  lines = [r.getMessage() for r in caplog.records
+           if 'no sidecar' in r.getMessage()]
+  assert lines == [f'checkpoint {tmp_path}/checkpoint_4 has no sidecar .meta: '
+                   'read as a 2020 flax checkpoint, unverified']
+
+
+def _version_1_file(path, tree):
+  """A checkpoint as the previous release wrote it (format version 1)."""
+  body = pack_2020(tree)
+  header = struct_lib.pack('<8sII', b'\xc1FLXCKPT', 1, 0)
+  head = struct_lib.pack('<8sQI', b'FLXCKEND', len(body), zlib.crc32(body))
+  footer = head + struct_lib.pack('<I', zlib.crc32(head, zlib.crc32(header)))
+  path.write_bytes(header + body + footer)
+
+
+def test_files_of_the_previous_release_restore(tmp_path):
+  tree = {'w': np.arange(4.0), 'step': 3}
+  _version_1_file(tmp_path / 'checkpoint_3', tree)
+  restored = checkpoints.restore_checkpoint(tmp_path, {'w': np.zeros(4),
+                                                       'step': 0})
+  assert restored['step'] == 3
+  np.testing.assert_array_equal(restored['w'], np.arange(4.0))
+  data = bytearray((tmp_path / 'checkpoint_3').read_bytes())
+  for i in (5, 30, len(data) - 3):  # header, body, footer
+    bad = bytearray(data)
+    bad[i] ^= 1
+    (tmp_path / 'checkpoint_3').write_bytes(bad)
+    with pytest.raises(checkpoints.CorruptCheckpointError,
+                       match='checkpoint_3 is corrupt'):
+      checkpoints.restore_checkpoint(tmp_path, None, step=3)
+
+
+def test_every_single_bit_flip_and_every_cut_is_caught(tmp_path):
+  good = {'w': np.arange(3.0, dtype=np.float32), 'n': 1}
+  checkpoints.save_checkpoint(tmp_path, good, 1, keep=2)
+  checkpoints.save_checkpoint(tmp_path, {'w': np.ones(3, np.float32), 'n': 2},
+                              2, keep=2)
+  checked, expected = 0, 0
+  for name in ('checkpoint_2', 'checkpoint_2.meta'):
+    path = tmp_path / name
+    original = path.read_bytes()
+    expected += len(original) * 9  # every cut, every bit
+    damaged = [original[:cut] for cut in range(len(original))]
+    for i in range(len(original) * 8):
+      flipped = bytearray(original)
+      flipped[i // 8] ^= 1 << (i % 8)
+      damaged.append(bytes(flipped))
+    for data in damaged:
+      path.write_bytes(data)
+      with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        restored = checkpoints.restore_checkpoint(tmp_path, good)
+      assert restored['n'] == 1, (name, data)  # fell back to step 1
+      assert 'checkpoint_2' in str(record[0].message)
+      checked += 1
+    path.write_bytes(original)
+  assert checkpoints.restore_checkpoint(tmp_path, good)['n'] == 2
+  assert checked == expected
+
+
+# Names mean exactly one thing.
+
+
+def test_only_prefix_plus_integer_step_is_a_checkpoint(tmp_path):
+  for step in (1, 2):
+    checkpoints.save_checkpoint(tmp_path, {'v': 'ema'}, step,
+                                prefix='ckpt_ema_', keep=None)
+  path = checkpoints.save_checkpoint(tmp_path, {'v': 'model'}, 1,
+                                     prefix='ckpt_', keep=1)
+  assert os.path.exists(path) and os.path.exists(path + '.meta')
+  assert checkpoints.restore_checkpoint(tmp_path, {'v': ''},
+                                        prefix='ckpt_') == {'v': 'model'}
+  assert checkpoints.latest_checkpoint(tmp_path, 'ckpt_') == path
+  others = ['checkpoint_0.json', 'checkpoint_best.txt', 'checkpoint_007',
+            'checkpoint_1.5', 'checkpoint_+3', 'checkpoint_', 'checkpoint_9a']
+  for name in others:
+    (tmp_path / name).write_text('user data')
+  for step in range(3):
+    checkpoints.save_checkpoint(tmp_path, {'v': str(step)}, step, keep=2)
+  assert checkpoints.restore_checkpoint(tmp_path, {'v': ''}) == {'v': '2'}
+  assert checkpoints.latest_checkpoint(tmp_path).endswith('checkpoint_2')
+  for name in others:
+    assert (tmp_path / name).read_text() == 'user data'
+  assert sorted(n for n in _names(tmp_path) if n.startswith('checkpoint')) == (
+      sorted(others + ['checkpoint_1', 'checkpoint_2']))
+  assert _names(tmp_path)[-3:] == ['ckpt_1', 'ckpt_ema_1', 'ckpt_ema_2']
+
+
+def test_steps_are_integers(tmp_path):
+  for step in (1.5, 'best', True, None):
+    with pytest.raises(ValueError, match=r'step=.*: a checkpoint is named '
+                       r'<prefix><integer step>; pass an int'):
+      checkpoints.save_checkpoint(tmp_path, {}, step)
+  path = checkpoints.save_checkpoint(tmp_path, {'a': 1}, np.int32(3))
+  assert path.endswith('checkpoint_3')
+  assert checkpoints.save_checkpoint(tmp_path, {'a': 1}, 4.0).endswith(
+      'checkpoint_4')
+  assert checkpoints.save_checkpoint(tmp_path, {'a': 1}, jnp.array(-5),
+                                     keep=None).endswith('checkpoint_-5')
+
+
+def test_keep_zero_or_none_keeps_all(tmp_path):
+  for step in range(4):
+    checkpoints.save_checkpoint(tmp_path, {'s': step}, step, keep=0)
+  checkpoints.save_checkpoint(tmp_path, {'s': 4}, 4, keep=None)
+  assert _names(tmp_path) == [f'checkpoint_{i}' for i in range(5)]
+  for keep in (-1, 1.5, '2'):
+    with pytest.raises(ValueError, match=rf"keep={keep!r}: pass how many "
+                       r'checkpoints to keep \(an int; 0 or None keeps them '):
+      checkpoints.save_checkpoint(tmp_path, {}, 9, keep=keep)
 
 
 def test_keep_keeps_the_highest_steps(tmp_path):
   for step in [1, 9, 10]:
     checkpoints.save_checkpoint(tmp_path, {'s': step}, step, keep=2)
-  for step in [2, 3]:
-    with pytest.warns(UserWarning, match='deleted right after saving'):
-      checkpoints.save_checkpoint(tmp_path, {'s': step}, step, keep=2)
+  with pytest.warns(UserWarning, match=r'checkpoint_2 was deleted right after '
+                    r'saving: keep=2 keeps the highest steps, and higher ones '
+                    r'exist in .* \(checkpoint_9, checkpoint_10\)'):
+    checkpoints.save_checkpoint(tmp_path, {'s': 2}, 2, keep=2)
   assert _names(tmp_path) == ['checkpoint_10', 'checkpoint_9']
-  assert checkpoints.latest_checkpoint(tmp_path) == os.path.join(
-      tmp_path, 'checkpoint_10')
   assert checkpoints.restore_checkpoint(tmp_path, {'s': 0}) == {'s': 10}
-  checkpoints.save_checkpoint(tmp_path, {'s': 11}, 11, keep=None)
-  assert len(_names(tmp_path)) == 3
 
 
-def test_saving_a_lower_step_deletes_it_again(tmp_path):
-  # The 2020 rule: the highest-sorted names survive, not the newest file.
-  checkpoints.save_checkpoint(tmp_path, {'s': 2.0}, 2.0)
-  with pytest.warns(UserWarning, match='checkpoint_1.0 was deleted right '
-                    'after saving: keep=1 keeps the highest steps'):
-    checkpoints.save_checkpoint(tmp_path, {'s': 1.0}, 1.0)
-  assert _names(tmp_path) == ['checkpoint_2.0']
+def test_missing_directory_warns_and_must_exist_raises(tmp_path, caplog):
+  target = {'a': np.zeros(2)}
+  typo = tmp_path / 'wrokdir'
+  with caplog.at_level(logging.WARNING, 'flaxish.training.checkpoints'):
+    assert checkpoints.restore_checkpoint(typo, target) is target
+  assert [r.getMessage() for r in caplog.records] == [
+      f'checkpoint directory {typo} does not exist: nothing restored, the '
+      'target is returned unchanged (pass must_exist=True to make this an '
+      'error)']
+  with pytest.raises(FileNotFoundError,
+                     match=f'checkpoint directory {typo} does not exist'):
+    checkpoints.restore_checkpoint(typo, target, must_exist=True)
+  with pytest.raises(FileNotFoundError,
+                     match=f'no checkpoint with prefix "checkpoint_" in '
+                     f'{tmp_path}'):
+    checkpoints.restore_checkpoint(tmp_path, target, must_exist=True)
+  assert checkpoints.restore_checkpoint(tmp_path, target) is target
 
 
-def test_prefixes_are_independent(tmp_path):
-  checkpoints.save_checkpoint(tmp_path, {'a': 1}, 5, prefix='model_')
-  checkpoints.save_checkpoint(tmp_path, {'a': 2}, 1, prefix='ema_')
-  checkpoints.save_checkpoint(tmp_path, {'a': 3}, 2, prefix='ema_')
-  assert _names(tmp_path) == ['ema_2', 'model_5']
-  assert checkpoints.restore_checkpoint(tmp_path, {'a': 0},
-                                        prefix='model_') == {'a': 1}
+def test_natural_sort_and_the_2020_regular_expressions():
+  names = ['ckpt_10', 'ckpt_9', 'ckpt_1.5', 'ckpt_-2', 'ckpt_1e1x', 'ckpt_2']
+  assert checkpoints.natural_sort(names) == [
+      'ckpt_-2', 'ckpt_1.5', 'ckpt_2', 'ckpt_9', 'ckpt_10', 'ckpt_1e1x']
+  assert checkpoints.natural_sort(['file_0.1', 'file_-0.2', 'file_2.0']) == [
+      'file_-0.2', 'file_0.1', 'file_2.0']
+  assert checkpoints.natural_sort(['a-3', 'a-1', 'a-2'], signed=False) == [
+      'a-1', 'a-2', 'a-3']
+  assert checkpoints.SIGNED_FLOAT_RE.findall('x-1.5e3_+2_.5_7.') == [
+      '-1.5e3', '+2', '.5', '7.']
+  assert checkpoints.UNSIGNED_FLOAT_RE.findall('x-1.5e3_+2_.5') == [
+      '1.5e3', '2', '.5']
+  assert checkpoints.SIGNED_FLOAT_RE.split('a-1b') == ['a', '-1', 'b']
+  assert checkpoints.UNSIGNED_FLOAT_RE.split('a-1b') == ['a', '1', 'b']
+  assert checkpoints.SIGNED_FLOAT_RE.groups == 1
+  assert checkpoints.UNSIGNED_FLOAT_RE.groups == 1
 
 
 def test_existing_step_needs_overwrite(tmp_path):
@@ -216,34 +398,40 @@ def test_existing_step_needs_overwrite(tmp_path):
   assert _names(tmp_path) == ['checkpoint_4']
 
 
+def test_an_interrupted_overwrite_keeps_the_previous_version(tmp_path,
+                                                             monkeypatch):
+  checkpoints.save_checkpoint(tmp_path, {'a': np.full(3, 1.0)}, 4)
+  replace = os.replace
+
+  def crash_before_the_data_rename(src, dst):
+    if not str(dst).endswith('.meta'):
+      raise KeyboardInterrupt('killed')
+    replace(src, dst)
+
+  monkeypatch.setattr(os, 'replace', crash_before_the_data_rename)
+  with pytest.raises(KeyboardInterrupt):
+    checkpoints.save_checkpoint(tmp_path, {'a': np.full(3, 2.0)}, 4,
+                                overwrite=True)
+  monkeypatch.undo()
+  assert json.loads((tmp_path / 'checkpoint_4.meta').read_bytes())[
+      'replaces'] is not None  # the new sidecar, the old data
+  restored = checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(3)})
+  np.testing.assert_array_equal(restored['a'], np.full(3, 1.0))
+  assert _names(tmp_path) == ['checkpoint_4']  # no temp file left
+
+
 def test_step_zero_restores_step_zero(tmp_path):
   checkpoints.save_checkpoint(tmp_path, {'a': 0}, 0, keep=5)
   checkpoints.save_checkpoint(tmp_path, {'a': 1}, 1, keep=5)
   assert checkpoints.restore_checkpoint(tmp_path, {'a': -1}, step=0) == {
       'a': 0}
   assert checkpoints.restore_checkpoint(tmp_path, {'a': -1}) == {'a': 1}
-  assert checkpoints.restore_checkpoint(tmp_path, {'a': -1},
-                                        step=np.int32(1)) == {'a': 1}
-
-
-def test_missing_step_and_empty_directory(tmp_path):
-  target = {'a': np.zeros(2)}
-  assert checkpoints.restore_checkpoint(tmp_path / 'nothing', target) is target
-  assert checkpoints.latest_checkpoint(tmp_path) is None
-  checkpoints.save_checkpoint(tmp_path, {'a': 1}, 3)
   with pytest.raises(ValueError, match=r"no checkpoint for step 7: .*"
-                     r"checkpoint_7 does not exist \(found: \['checkpoint_3'"):
+                     r"checkpoint_7 does not exist \(found: \['checkpoint_0', "
+                     r"'checkpoint_1'\]\)"):
     checkpoints.restore_checkpoint(tmp_path, {'a': 0}, step=7)
-
-
-def test_restore_from_a_file_path(tmp_path):
-  path = checkpoints.save_checkpoint(tmp_path, {'a': 5}, 3)
-  assert checkpoints.restore_checkpoint(path, {'a': 0}) == {'a': 5}
-
-
-def test_invalid_keep(tmp_path):
-  with pytest.raises(ValueError, match='keep=0: pass a positive int'):
-    checkpoints.save_checkpoint(tmp_path, {}, 1, keep=0)
+  path = os.path.join(tmp_path, 'checkpoint_1')
+  assert checkpoints.restore_checkpoint(path, {'a': 5}) == {'a': 1}
 
 
 def test_strict_mismatch_names_the_file(tmp_path):
@@ -260,49 +448,180 @@ def test_strict_mismatch_names_the_file(tmp_path):
   assert restored['w'].shape == (3, 5) and len(skipped) == 2
 
 
-# Temp files and corruption.
+def test_newer_format_versions_are_refused(tmp_path):
+  path = checkpoints.save_checkpoint(tmp_path, {'a': 1}, 1)
+  meta = json.loads((tmp_path / 'checkpoint_1.meta').read_bytes())
+  meta['format_version'] = 3
+  (tmp_path / 'checkpoint_1.meta').write_bytes(
+      checkpoints._meta_bytes(meta))  # pylint: disable=protected-access
+  with pytest.raises(serialization.UnsupportedCheckpointError,
+                     match=f'checkpoint {path} has format version 3; this '
+                     'flaxish reads versions up to 2: upgrade flaxish'):
+    checkpoints.restore_checkpoint(tmp_path, {'a': 0})
 
 
-def test_temp_files_are_never_checkpoints(tmp_path):
-  checkpoints.save_checkpoint(tmp_path, {'a': 1}, 1)
-  (tmp_path / '.checkpoint_2.abc.tmp').write_bytes(b'partial')
-  (tmp_path / 'checkpoint_tmp').write_bytes(b'2020 temp name')
-  assert checkpoints.latest_checkpoint(tmp_path).endswith('checkpoint_1')
-  assert checkpoints.restore_checkpoint(tmp_path, {'a': 0}) == {'a': 1}
-  checkpoints.save_checkpoint(tmp_path, {'a': 3}, 3)
-  assert '.checkpoint_2.abc.tmp' not in _names(tmp_path)  # stale: removed
+# Crash loops, failed writes.
 
 
-def test_corrupt_newest_falls_back_with_a_warning(tmp_path):
-  for step in range(3):
-    checkpoints.save_checkpoint(tmp_path, {'a': np.full(100, step * 1.0)}, step,
-                                keep=3)
+@pytest.mark.parametrize('damage', ['flip', 'truncate', 'no data',
+                                    'bad sidecar'])
+def test_a_corrupt_newest_checkpoint_does_not_block_saving_it_again(
+    tmp_path, damage):
+  for step in (1, 2):
+    checkpoints.save_checkpoint(tmp_path, {'a': np.full(50, float(step))},
+                                step, keep=3)
   newest = tmp_path / 'checkpoint_2'
-  newest.write_bytes(newest.read_bytes()[:-10])  # truncated
-  middle = tmp_path / 'checkpoint_1'
-  data = bytearray(middle.read_bytes())
-  data[200] ^= 0x04  # one flipped bit in the array data
-  middle.write_bytes(data)
-  with pytest.warns(UserWarning) as record:
-    restored = checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(100)})
-  np.testing.assert_array_equal(restored['a'], np.zeros(100))
-  message = str(record[0].message)
-  assert str(newest) in message and str(middle) in message
-  assert 'checkpoint_0' in message
+  data = bytearray(newest.read_bytes())
+  if damage == 'flip':
+    data[100] ^= 0x10
+  elif damage == 'truncate':
+    data = data[:-7]
+  elif damage == 'no data':
+    data = b''
+  else:
+    (tmp_path / 'checkpoint_2.meta').write_bytes(b'{"format":')
+  newest.write_bytes(data)
+  target = {'a': np.zeros(50)}
+  with pytest.warns(UserWarning, match=f'skipped corrupt or incomplete '
+                    f'checkpoint.*{newest} .*Restored the newest intact one, '
+                    f'.*checkpoint_1'):
+    restored = checkpoints.restore_checkpoint(tmp_path, target)
+  assert restored['a'][0] == 1.0
+  with pytest.warns(UserWarning, match=f'checkpoint {newest} is corrupt or '
+                    f'incomplete .*; saving over it, the bad copy is kept as '
+                    f'{newest}.corrupt'):
+    checkpoints.save_checkpoint(tmp_path, {'a': np.full(50, 2.5)}, 2, keep=3)
+  assert checkpoints.restore_checkpoint(tmp_path, target)['a'][0] == 2.5
+  assert (tmp_path / 'checkpoint_2.corrupt').read_bytes() == data
+  assert _names(tmp_path) == ['checkpoint_1', 'checkpoint_2',
+                              'checkpoint_2.corrupt',
+                              'checkpoint_2.meta.corrupt']
   with pytest.raises(checkpoints.CorruptCheckpointError,
-                     match=f'{middle} is corrupt.*checksum'):
-    checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(100)}, step=1)
-  os.remove(tmp_path / 'checkpoint_0')
+                     match=f'{newest} is corrupt'):
+    (tmp_path / 'checkpoint_2').write_bytes(b'\x00')
+    checkpoints.restore_checkpoint(tmp_path, target, step=2)
+
+
+def test_all_corrupt_is_an_error_naming_each_file(tmp_path):
+  for step in (1, 2):
+    checkpoints.save_checkpoint(tmp_path, {'a': step}, step, keep=3)
+    (tmp_path / f'checkpoint_{step}').write_bytes(b'\xc0\xc0')
   with pytest.raises(checkpoints.CorruptCheckpointError,
-                     match='all 2 checkpoints .* are corrupt'):
-    checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(100)})
+                     match=r'all 2 checkpoints with prefix "checkpoint_" are '
+                     r'corrupt: .*checkpoint_2 \(.*\); .*checkpoint_1 '):
+    checkpoints.restore_checkpoint(tmp_path, {'a': 0})
+
+
+@pytest.mark.parametrize('where,code', [('fsync', errno.ENOSPC),
+                                        ('write', errno.ENOSPC),
+                                        ('rename', errno.EACCES),
+                                        ('open', errno.EROFS)])
+def test_os_errors_name_the_path_and_leave_nothing_behind(
+    tmp_path, monkeypatch, where, code):
+  checkpoints.save_checkpoint(tmp_path, {'a': np.arange(3.0)}, 1, keep=5)
+  before = sorted(os.listdir(tmp_path))
+  error = OSError(code, os.strerror(code))
+
+  def fail(*args, **kwargs):
+    raise error
+
+  if where == 'fsync':
+    monkeypatch.setattr(os, 'fsync', fail)
+  elif where == 'rename':
+    monkeypatch.setattr(os, 'replace', fail)
+  elif where == 'open':
+    monkeypatch.setattr(checkpoints, 'open', fail, raising=False)
+  else:
+    monkeypatch.setattr(checkpoints, 'write_checkpoint', fail)
+  path = os.path.join(tmp_path, 'checkpoint_2')
+  with pytest.raises(OSError) as info:
+    checkpoints.save_checkpoint(tmp_path, {'a': np.arange(9.0)}, 2, keep=5)
+  monkeypatch.undo()
+  assert info.value.errno == code
+  assert str(info.value) == (
+      f'[Errno {code}] {os.strerror(code)}: could not save checkpoint {path} '
+      f'in directory {tmp_path}; nothing was written there, earlier '
+      'checkpoints are intact')
+  assert sorted(os.listdir(tmp_path)) == before
+  np.testing.assert_array_equal(
+      checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(3)})['a'],
+      np.arange(3.0))
 
 
 def test_failed_save_leaves_no_file(tmp_path):
-  with pytest.raises(TypeError, match='cannot serialize'):
+  with pytest.raises(TypeError, match='cannot serialize the object at /bad'):
     checkpoints.save_checkpoint(tmp_path, {'ok': np.ones(3),
                                            'bad': object()}, 1)
-  assert _names(tmp_path) == []
+  assert os.listdir(tmp_path) == []
+
+
+# Temp files and concurrent writers.
+
+
+def test_only_provably_dead_temp_files_are_removed(tmp_path):
+  host = checkpoints._HOST  # pylint: disable=protected-access
+  sleeper = subprocess.Popen([sys.executable, '-c',
+                              'import time; time.sleep(60)'])
+  try:
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True, check=True)
+    names = {
+        'dead': f'.checkpoint_5.{host}.{int(dead.stdout)}.0a1b.tmp',
+        'alive': f'.checkpoint_5.{host}.{sleeper.pid}.0a1b.tmp',
+        'mine': f'.checkpoint_5.meta.{host}.{os.getpid()}.0a1c.tmp',
+        'other host': '.checkpoint_6.otherhost.1.0a1d.tmp',
+        'old other host': '.checkpoint_6.otherhost.2.0a1e.tmp',
+        'old format': '.checkpoint_7.0123456789ab.tmp',
+        'old old format': '.checkpoint_7.0123456789ac.tmp',
+        'other prefix': f'.ema_5.{host}.{int(dead.stdout)}.0a1f.tmp'}
+    for name in names.values():
+      (tmp_path / name).write_bytes(b'partial')
+    old = time.time() - checkpoints.STALE_TEMP_SECONDS - 60
+    for key in ('old other host', 'old old format'):
+      os.utime(tmp_path / names[key], (old, old))
+    checkpoints.save_checkpoint(tmp_path, {'a': 1}, 1)
+    left = set(os.listdir(tmp_path))
+    assert {k for k, n in names.items() if n in left} == {
+        'alive', 'other host', 'old format', 'other prefix'}
+    assert checkpoints.restore_checkpoint(tmp_path, {'a': 0}) == {'a': 1}
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+
+
+_CONCURRENT_WORKER = '''
+import sys
+import jax
+jax.process_index = lambda: 0
+import numpy as np
+from flaxish.training import checkpoints
+ckpt_dir, first = sys.argv[1], int(sys.argv[2])
+failures = 0
+for step in range(first, first + 80, 2):
+  try:
+    checkpoints.save_checkpoint(ckpt_dir, {'w': np.full(20000, step)}, step,
+                                keep=None)
+  except Exception as e:
+    failures += 1
+    print(repr(e), file=sys.stderr)
+print(failures)
+'''
+
+
+def test_two_processes_saving_into_one_directory(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  procs = [subprocess.Popen([sys.executable, '-c', _CONCURRENT_WORKER,
+                             str(tmp_path), str(first)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for first in (0, 1)]
+  for proc in procs:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0 and out.strip() == '0', err[-3000:]
+  assert _names(tmp_path) == sorted(f'checkpoint_{i}' for i in range(80))
+  for step in (0, 41, 79):
+    restored = checkpoints.restore_checkpoint(tmp_path, {'w': np.zeros(20000)},
+                                              step=step)
+    assert (restored['w'] == step).all()
 
 
 # Processes.
@@ -316,7 +635,6 @@ def test_only_process_0_writes(tmp_path, monkeypatch):
   with checkpoints.AsyncCheckpointer() as checkpointer:
     checkpointer.save(tmp_path, {'a': 3}, 3)
   assert _names(tmp_path) == ['checkpoint_1']
-  # Every process can restore what process 0 wrote.
   assert checkpoints.restore_checkpoint(tmp_path, {'a': 0}) == {'a': 1}
   assert checkpoints.restore_checkpoint(path, {'a': 0}) == {'a': 1}
 
@@ -362,24 +680,56 @@ def test_async_at_most_one_save_in_flight(tmp_path, monkeypatch):
     checkpointer.save(tmp_path, {}, 9)
 
 
-def test_async_errors_surface_on_the_next_call(tmp_path, monkeypatch):
-  def failing(state, path, *args):
-    raise OSError(f'disk full while writing {path}')
+def test_async_errors_are_logged_and_raised_by_the_next_call(
+    tmp_path, monkeypatch, caplog):
+  def failing(f, state):
+    raise OSError(errno.ENOSPC, 'No space left on device')
 
   checkpointer = checkpoints.AsyncCheckpointer()
-  monkeypatch.setattr(checkpoints, '_write_atomically', failing)
+  monkeypatch.setattr(checkpoints, 'write_checkpoint', failing)
+  path = os.path.join(tmp_path, 'checkpoint_1')
   checkpointer.save(tmp_path, {'a': 1}, 1)
-  with pytest.raises(OSError, match='disk full') as info:
+  with pytest.raises(OSError, match=f'could not save checkpoint {path}') as e:
     checkpointer.save(tmp_path, {'a': 2}, 2)
-  assert 'background save of' in ''.join(info.value.__notes__)
+  assert e.value.__notes__ == [
+      f'(raised by the background save of checkpoint {path})']
+  assert any(f'the background save of checkpoint {path} failed' in
+             r.getMessage() for r in caplog.records)
   checkpointer.save(tmp_path, {'a': 3}, 3)
   with pytest.raises(OSError, match='checkpoint_3'):
     checkpointer.wait()
   checkpointer.wait()  # reported once
-  # Errors found before the copy are raised by save itself.
-  with pytest.raises(TypeError, match=r'cannot save the object at /bad'):
-    checkpointer.save(tmp_path, {'bad': object()}, 4)
   checkpointer.close()
+
+
+_ASYNC_EXIT_WORKER = '''
+import errno, sys
+import jax
+jax.process_index = lambda: 0
+from flaxish.training import checkpoints
+
+def failing(f, state):
+  raise OSError(errno.ENOSPC, 'No space left on device')
+
+checkpoints.write_checkpoint = failing
+checkpoints.AsyncCheckpointer().save(sys.argv[1], {'a': 1}, 5)
+print('the script ended without wait() or close()')
+'''
+
+
+def test_an_unwaited_failed_async_save_fails_the_process(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', _ASYNC_EXIT_WORKER,
+                         str(tmp_path)], env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr
+  assert 'the script ended' in proc.stdout
+  path = os.path.join(tmp_path, 'checkpoint_5')
+  assert (f'No space left on device: could not save checkpoint {path} in '
+          f'directory {tmp_path}') in proc.stderr
+  assert (f'(raised by the background save of checkpoint {path}); exiting '
+          'with status 1') in proc.stderr
+  assert os.listdir(tmp_path) == []
 
 
 # Crash safety: SIGKILL at random moments.
@@ -387,13 +737,12 @@ def test_async_errors_surface_on_the_next_call(tmp_path, monkeypatch):
 _TREE_SOURCE = '''
 import numpy as np
 
-def make_tree(step):
+def make_tree(step, version=0):
   rng = np.random.default_rng(step)
-  return {'step': step,
+  return {'step': step, 'version': version,
           'params': {f'w{i}': rng.standard_normal((32, 1024 * (i + 1)),
                                                   dtype=np.float32)
-                     for i in range(4)},
-          'note': f'step {step}'}
+                     for i in range(4)}}
 '''
 
 _WORKER = '''
@@ -407,10 +756,12 @@ ckpt_dir = sys.argv[1]
 for line in sys.stdin:
   step = int(line)
   pid = os.fork()
-  if pid == 0:  # save step, step + 1, ... until killed
+  if pid == 0:  # save step, overwrite it, save step + 1, ... until killed
     try:
       while True:
         checkpoints.save_checkpoint(ckpt_dir, make_tree(step), step, keep=3)
+        checkpoints.save_checkpoint(ckpt_dir, make_tree(step, 1), step, keep=3,
+                                    overwrite=True)
         step += 1
     finally:
       os._exit(1)
@@ -448,7 +799,7 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path):
   rng = np.random.default_rng(0)
   latest, temps_seen = -1, 0
   try:
-    for _ in range(24):
+    for _ in range(20):
       proc.stdin.write(f'{latest + 1}\n'.encode())
       proc.stdin.flush()
       pid = int(_read_line(proc))
@@ -456,16 +807,16 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path):
       os.kill(pid, signal.SIGKILL)
       assert int(_read_line(proc)) == signal.SIGKILL  # really killed
       temps_seen += any(n.endswith('.tmp') for n in os.listdir(tmp_path))
-      # Every file under a checkpoint name is complete and verifies.
-      for path in [os.path.join(tmp_path, n) for n in os.listdir(tmp_path)
-                   if n.startswith('checkpoint_')]:
-        checkpoint_file.read_checkpoint(path)
+      # Every checkpoint is complete and verifies.
+      for name in _names(tmp_path):
+        if name.startswith('checkpoint_'):
+          checkpoints.restore_checkpoint(tmp_path / name, None)
       if checkpoints.latest_checkpoint(tmp_path) is None:
         continue  # killed before the first save completed
       restored = checkpoints.restore_checkpoint(tmp_path, make_tree(0))
       step = restored['step']
       assert step >= latest
-      _assert_trees_equal(restored, make_tree(step))
+      _assert_trees_equal(restored, make_tree(step, restored['version']))
       latest = step
   finally:
     proc.stdin.close()
@@ -477,7 +828,7 @@ def test_sigkill_during_saves_never_leaves_a_partial_checkpoint(tmp_path):
     proc.stdout.close()
     proc.stderr.close()
   assert latest > 0
-  print(f'{temps_seen} of 24 kills left a partial temp file behind')
+  print(f'{temps_seen} of 20 kills left a partial temp file behind')
 
 
 # Two real processes (jax.distributed on localhost, in worker subprocesses).
@@ -545,4 +896,4 @@ def test_two_real_processes_only_process_0_writes(tmp_path):
     assert out['addressable'] is False  # the gather path was taken
     assert out['writer'] == 0  # process 0's tree is the one in the file
     assert out['sharded_ok'] and out['replicated_ok']
-    assert out['files'] == ['checkpoint_1']
+    assert out['files'] == ['checkpoint_1', 'checkpoint_1.meta']
