@@ -321,9 +321,7 @@ class Cache(Collection):
       state[path] = _CacheEntry(key=jnp.zeros(full_shape, dtype),
                                 value=jnp.zeros(full_shape, dtype),
                                 i=jnp.zeros((), jnp.int32))
-    cache = Cache(state)
-    cache._anchor = self._anchor  # pylint: disable=protected-access
-    return cache
+    return self.replace_state(state)
 
 
 def scan_in_dim(*args, **kwargs):

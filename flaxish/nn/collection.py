@@ -50,6 +50,11 @@ class Collection:
     """A copy of the `{path: value}` dict."""
     return dict(self.state)
 
+  def replace_state(self, state: Dict[str, Any]) -> 'Collection':
+    """An immutable Collection of this class and anchor holding `state`."""
+    return _unflatten((tuple(state), self._anchor), tuple(state.values()),
+                      cls=type(self))
+
   def __getitem__(self, path: str) -> Any:
     return self.state[path]
 

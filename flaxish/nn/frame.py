@@ -92,7 +92,7 @@ class ModuleFrame:
   def __init__(self, name: Optional[str], parent: Optional['ModuleFrame'],
                params: Dict[str, Any], rng: Any = None,
                reuse: Optional[Dict[str, Any]] = None,
-               transparent: bool = False):
+               transparent: bool = False, steps: Tuple[int, ...] = ()):
     self.name = name
     self.parent = parent
     self.params = params
@@ -104,18 +104,23 @@ class ModuleFrame:
     self.children: Dict[str, bool] = {}  # child name -> is shared
     self.shared_names = set()
     self.param_names = set()
+    self._steps = steps  # this frame key's derivation from the root key
     if parent is None:
       self.path = '/' if name is None else '/' + name
-      self._steps = ()
       self._init = _InitRoot(rng) if rng is not None else None
     else:
       self.path = (parent.path if parent.transparent else
                    parent.path.rstrip('/') + '/' + name)
-      self._init = parent._init  # pylint: disable=protected-access
+      self._init = parent.init_root
 
   @property
   def is_init(self) -> bool:
     return self.rng is not None
+
+  @property
+  def init_root(self) -> Optional[_InitRoot]:
+    """The root's key and trace while initializing, else None."""
+    return self._init
 
   @property
   def reused_paths(self):
@@ -199,7 +204,5 @@ class ModuleFrame:
       raise ValueError(f'"{self.path.rstrip("/")}/{name}" is a parameter, not '
                        'a submodule: a module and a parameter cannot share '
                        f'the name "{name}"')
-    frame = ModuleFrame(name, self, params, rng, reuse)
-    if rng is not None:
-      frame._steps = self._steps + (hash_name(name),)  # pylint: disable=protected-access
-    return frame
+    return ModuleFrame(name, self, params, rng, reuse,
+                       steps=self._steps + (hash_name(name),))

@@ -299,6 +299,13 @@ class Module:
                       f'specs [(shape, dtype), ...], got {input_specs!r}')
     _check_kwargs(cls, kwargs, f'{cls.__name__}.init_by_shape')
     _check_arity(cls, len(input_specs) + len(args), kwargs)
+    input_specs = [jax_utils.parse_input_spec(s) for s in input_specs]
+    for i, spec in enumerate(input_specs):
+      for leaf in jax.tree_util.tree_leaves(spec):
+        if any(d < 0 for d in leaf.shape):
+          raise ValueError(f'{cls.__name__}.init_by_shape: input spec {i} has '
+                           f'shape {tuple(leaf.shape)}, with a negative '
+                           'dimension; give the sizes of a real input')
     stochastic_rng = (stochastic_lib.make_rng()
                       if stochastic_lib.is_stochastic() else None)
     captured = {}
@@ -380,9 +387,8 @@ def _init_with_traced_rng(lazy_init, input_specs, captured):
   abstract evaluation. The module runs on zero inputs instead; under `jit`
   its input-dependent outputs are unused, so XLA removes that computation.
   """
-  structs = [jax_utils.parse_input_spec(s) for s in input_specs]
   zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 structs)
+                                 input_specs)
   y = lazy_init(*zeros)
   y = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
