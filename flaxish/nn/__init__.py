@@ -9,23 +9,21 @@ from flaxish.nn.activation import (celu, elu, gelu, glu, hard_sigmoid,
                                    softplus, swish, tanh)
 from flaxish.nn.attention import (MultiHeadDotProductAttention, SelfAttention,
                                   dot_product_attention)
-from flaxish.nn.base import (Collection, Model, Module,
-                             capture_module_outputs, get_state, module,
-                             module_method, stateful)
+from flaxish.nn.collection import Collection, get_state, stateful
+from flaxish.nn.modules import (Model, Module, capture_module_outputs, module,
+                               module_method)
 from flaxish.nn.combinators import Sequential, stax_module
-from flaxish.nn.dropout import dropout
 from flaxish.nn.linear import Conv, ConvTranspose, Dense, DenseGeneral, Embed
 from flaxish.nn.normalization import BatchNorm, GroupNorm, LayerNorm
 from flaxish.nn.pooling import avg_pool, max_pool
 from flaxish.nn.recurrent import ConvLSTM, GRUCell, LSTMCell
-from flaxish.nn.stochastic import is_stochastic, make_rng, stochastic
+from flaxish.nn.stochastic import dropout, is_stochastic, make_rng, stochastic
 from flaxish.nn.summary import Summary, tabulate
 
 __all__ = ['base', 'utils', 'Collection', 'Model', 'Module',
            'capture_module_outputs', 'get_state', 'module', 'module_method',
            'stateful', 'Sequential', 'stax_module', 'is_stochastic',
            'make_rng', 'stochastic', 'Summary', 'tabulate',
-           # layers (issue 3) and their submodules
            'activation', 'attention', 'initializers', 'linear',
            'normalization', 'pooling', 'recurrent',
            'Dense', 'DenseGeneral', 'Conv', 'ConvTranspose', 'Embed',

@@ -4,8 +4,6 @@ from typing import Any, Callable, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
-from flaxish.nn import _param_init as param_init
-
 Initializer = Callable[..., Any]
 
 
@@ -22,8 +20,9 @@ def init_dtype(param_dtype: Any) -> Any:
 def param(module, name: str, shape: Sequence[int], initializer: Initializer,
           param_dtype: Any) -> Any:
   """`module.param` whose new value is stored as `param_dtype`."""
-  return module.param(name, tuple(shape),
-                      param_init.cast(initializer, param_dtype))
+  return module.param(
+      name, tuple(shape),
+      lambda key, shape: jnp.asarray(initializer(key, shape), param_dtype))
 
 
 def as_tuple(x: Any) -> Tuple[Any, ...]:

@@ -28,12 +28,13 @@ import numpy as np
 
 from flaxish import jax_utils
 from flaxish import struct
-from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import stochastic
 from flaxish.nn import _layer_utils as utils
 from flaxish.nn.linear import DenseGeneral, default_kernel_init
-from flaxish.nn.utils import is_tracer
+from flaxish.nn._util import is_tracer
+from flaxish.nn.modules import Module
+from flaxish.nn.collection import Collection
 
 __all__ = ['dot_product_attention', 'MultiHeadDotProductAttention',
            'SelfAttention', 'Cache', 'make_padding_mask', 'make_causal_mask',
@@ -269,7 +270,7 @@ class _CacheEntry:
   i: Array
 
 
-class Cache(base.Collection):
+class Cache(Collection):
   """Keys and values of the positions decoded so far, per attention layer.
 
   Pass `cache=` to `MultiHeadDotProductAttention` (with `causal_mask=True`):
@@ -320,9 +321,7 @@ class Cache(base.Collection):
       state[path] = _CacheEntry(key=jnp.zeros(full_shape, dtype),
                                 value=jnp.zeros(full_shape, dtype),
                                 i=jnp.zeros((), jnp.int32))
-    cache = Cache(state)
-    cache._anchor = self._anchor  # pylint: disable=protected-access
-    return cache
+    return self.replace_state(state)
 
 
 def scan_in_dim(*args, **kwargs):
@@ -332,7 +331,7 @@ def scan_in_dim(*args, **kwargs):
   return jax_utils.scan_in_dim(*args, **kwargs)
 
 
-class MultiHeadDotProductAttention(base.Module):
+class MultiHeadDotProductAttention(Module):
   """Multi-head dot-product attention (arxiv.org/abs/1706.03762).
 
   Projects the inputs to `num_heads` queries, keys and values, attends, and

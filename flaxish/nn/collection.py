@@ -12,13 +12,13 @@ from typing import Any, Dict, Iterator, Optional
 import jax
 
 from flaxish.nn import frame as frame_lib
-from flaxish.nn.utils import CallStack, is_tracer, trace_state
+from flaxish.nn._util import CallStack, is_tracer, trace_state
 from flaxish.serialization.state_dict import (from_state_dict,
                                               register_serialization_state,
                                               to_state_dict)
 
 __all__ = ['Collection', 'ModuleState', 'stateful', 'get_state',
-           'is_stateful']
+           'is_stateful', 'iterate_collection', 'collection_from_iterable']
 
 _state_stack: CallStack['Collection'] = CallStack()
 
@@ -49,6 +49,11 @@ class Collection:
   def as_dict(self) -> Dict[str, Any]:
     """A copy of the `{path: value}` dict."""
     return dict(self.state)
+
+  def replace_state(self, state: Dict[str, Any]) -> 'Collection':
+    """An immutable Collection of this class and anchor holding `state`."""
+    return _unflatten((tuple(state), self._anchor), tuple(state.values()),
+                      cls=type(self))
 
   def __getitem__(self, path: str) -> Any:
     return self.state[path]
@@ -107,12 +112,6 @@ class Collection:
           '`nn.stateful(...)` inside the transformed function and return '
           'the new state from it')
 
-  def _append_output(self, value: Any) -> None:
-    """Appends a module output at the current path (`capture_module_outputs`)."""
-    path = self._current_path(check_root=False)
-    self._check_store(path, value)
-    self.state[path] = self.state.get(path, ()) + (value,)
-
   @contextlib.contextmanager
   def mutate(self) -> Iterator['Collection']:
     """Yields a mutable copy; it becomes immutable when the block exits."""
@@ -162,6 +161,19 @@ jax.tree_util.register_pytree_with_keys(Collection, _flatten_with_keys,
                                         _unflatten, flatten_func=_flatten)
 
 
+def iterate_collection(collection: Collection):
+  """The 2020 flatten: `((state dict,), (type, anchor))`; refuses mutable."""
+  values, (keys, anchor) = _flatten(collection)
+  return (dict(zip(keys, values)),), (type(collection), anchor)
+
+
+def collection_from_iterable(meta, state) -> Collection:
+  """The 2020 unflatten, the inverse of `iterate_collection`."""
+  cls, anchor = meta
+  (state,) = state
+  return _unflatten((tuple(state), anchor), tuple(state.values()), cls=cls)
+
+
 def _collection_to_state(collection: Collection) -> Dict[str, Any]:
   return {path: to_state_dict(v) for path, v in collection.state.items()}
 
@@ -185,6 +197,11 @@ class ModuleState:
   def __init__(self, collection: Collection, name: str):
     self._collection = collection
     self._name = name
+
+  @property
+  def name(self) -> str:
+    """The variable's name in its module's state."""
+    return self._name
 
   @property
   def value(self) -> Any:

@@ -13,10 +13,9 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import _layer_utils as utils
-from flaxish.nn._dense_dot import dense_dot
+from flaxish.nn.modules import Module, module_method
 
 __all__ = ['Dense', 'DenseGeneral', 'Conv', 'ConvTranspose', 'Embed',
            'default_kernel_init', 'default_embed_init']
@@ -36,7 +35,7 @@ def _check_features(path: str, layer: str, features: Any) -> None:
                        f'features={features!r}')
 
 
-class Dense(base.Module):
+class Dense(Module):
   """A linear transformation over the last axis: `y = x @ kernel + bias`.
 
   Parameters: `kernel` of shape `(in_features, features)` and `bias` of shape
@@ -73,8 +72,9 @@ class Dense(base.Module):
                        '(..., in_features), got a scalar')
     kernel = utils.param(self, 'kernel', (inputs.shape[-1], features),
                          kernel_init, param_dtype)
-    y = dense_dot(inputs, jnp.asarray(kernel, dtype), (inputs.ndim - 1,),
-                  precision, plain=self.is_initializing())
+    y = lax.dot_general(inputs, jnp.asarray(kernel, dtype),
+                        (((inputs.ndim - 1,), (0,)), ((), ())),
+                        precision=precision)
     if bias:
       b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
       y = y + jnp.asarray(b, dtype)
@@ -103,7 +103,7 @@ def _sliced_init(init: Initializer, num_slices: int,
   return wrapped
 
 
-class DenseGeneral(base.Module):
+class DenseGeneral(Module):
   """A linear transformation over several axes, with optional batch axes.
 
   The kernel has shape `batch_shape + in_shape + features`, where
@@ -174,15 +174,11 @@ class DenseGeneral(base.Module):
         'kernel', batch_shape + in_shape + features,
         _sliced_init(kernel_init, num_slices, (n_in, n_out), param_dtype))
     kernel = jnp.asarray(kernel, dtype)
-    if batch_dims:
-      contract = tuple(range(n_batch, n_batch + len(axis)))
-      y = lax.dot_general(
-          inputs, kernel,
-          ((axis, contract), (batch_dims, tuple(range(n_batch)))),
-          precision=precision)
-    else:
-      y = dense_dot(inputs, kernel, axis, precision,
-                    plain=self.is_initializing())
+    contract = tuple(range(n_batch, n_batch + len(axis)))
+    y = lax.dot_general(
+        inputs, kernel,
+        ((axis, contract), (batch_dims, tuple(range(n_batch)))),
+        precision=precision)
     if bias:
       b = self.param(
           'bias', batch_shape + features,
@@ -261,7 +257,7 @@ def _check_kernel_fits(where: str, shape: Tuple[int, ...],
           "use padding='SAME', a smaller kernel or a larger input")
 
 
-class Conv(base.Module):
+class Conv(Module):
   """An N-d convolution (`lax.conv_general_dilated`), channels last.
 
   Parameters: `kernel` of shape
@@ -345,7 +341,7 @@ class Conv(base.Module):
     return y
 
 
-class ConvTranspose(base.Module):
+class ConvTranspose(Module):
   """An N-d transposed convolution (`lax.conv_transpose`), channels last.
 
   Parameters: `kernel` of shape `kernel_size + (in_features, features)` and
@@ -416,7 +412,7 @@ class ConvTranspose(base.Module):
     return y
 
 
-class Embed(base.Module):
+class Embed(Module):
   """A lookup table from integers `[0, num_embeddings)` to vectors.
 
   Parameter: `embedding` of shape `(num_embeddings, features)`. The module
@@ -456,7 +452,7 @@ class Embed(base.Module):
     embedding = jnp.asarray(embedding, dtype)
     return embedding[inputs]
 
-  @base.module_method
+  @module_method
   def attend(self, query: Array, dtype: Any = jnp.float32,
              precision: Any = None, **unused_kwargs) -> Array:
     """The inner products of `query` with every embedding.

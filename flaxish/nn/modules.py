@@ -13,6 +13,7 @@ nested plain dicts: a child's parameters live under its name.
     y = MLP.call(params, x)
 """
 import contextlib
+import difflib
 import functools
 import inspect
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
@@ -21,13 +22,18 @@ import jax
 import jax.numpy as jnp
 
 from flaxish import jax_utils
+from flaxish import struct
 from flaxish.nn import collection as collection_lib
-from flaxish.nn import _param_init as param_init
 from flaxish.nn import frame as frame_lib
 from flaxish.nn import stochastic as stochastic_lib
-from flaxish.nn.utils import CallStack, classproperty, is_tracer
+from flaxish.nn._util import CallStack, classproperty, is_tracer
 
-__all__ = ['Module', 'module', 'module_method', 'capture_module_outputs']
+__all__ = ['Module', 'Model', 'module', 'module_method',
+           'capture_module_outputs', 'TransparentModule', 'TruncatedModule',
+           'truncated_module', 'MODULE_CLASSMETHODS']
+
+MODULE_CLASSMETHODS = ['create', 'create_by_shape', 'init', 'init_by_shape',
+                       'call', 'partial']
 
 ModuleFrame = frame_lib.ModuleFrame
 _module_stack = frame_lib.module_stack
@@ -79,6 +85,7 @@ class Module:
       name = cls._bound_name or parent.default_child_name(cls.__name__)
     frame_lib.check_name(name, f'module {parent.path}')
     frame = parent.child(name, shared)
+    frame.transparent = cls._is_transparent()
     return cls._run(frame, args, {**cls._partial_kwargs, **kwargs})
 
   @classmethod
@@ -120,7 +127,7 @@ class Module:
                        'the same name')
     frame.param_names.add(name)
     if frame.is_init and name not in frame.params:
-      value = self._new_param(frame, name, path, shape, initializer)
+      value = _new_param(frame, name, path, shape, initializer)
       frame.params[name] = value
     else:
       if name not in frame.params:
@@ -134,25 +141,6 @@ class Module:
             f'parameter "{path}" has shape {jnp.shape(value)} in the params, '
             f'but the module asks for {tuple(shape)}: the input or the '
             'hyper-parameters differ from those used at init')
-    return value
-
-  @staticmethod
-  def _new_param(frame, name, path, shape, initializer):
-    reuse = frame.reuse
-    if isinstance(reuse, dict) and name in reuse:
-      value = reuse[name]
-      if shape is not None and jnp.shape(value) != tuple(shape):
-        raise ValueError(
-            f'reused parameter "{path}" has shape {jnp.shape(value)}, but '
-            f'the module creates it with shape {tuple(shape)}')
-      frame.root.reused_paths.add(path)
-      return value
-    key = frame_lib.fold_in_name(frame.rng, name)
-    value = param_init.initialize(initializer, key, shape)
-    if shape is not None and jnp.shape(value) != tuple(shape):
-      raise ValueError(
-          f'the initializer of parameter "{path}" returned shape '
-          f'{jnp.shape(value)}, expected {tuple(shape)}')
     return value
 
   def get_param(self, name: str) -> Any:
@@ -186,9 +174,7 @@ class Module:
       while frame is not None and not frame.is_init:
         frame = frame.parent
       if frame is not None:
-        frame.rng, key = param_init.split(frame.rng)
-        value = param_init.initialize(initializer, key, shape)
-        state.value = value
+        state.value = frame.init_state(initializer, shape)
     return state
 
   def is_stateful(self) -> bool:
@@ -209,6 +195,7 @@ class Module:
   @classmethod
   def partial(cls, *, name: Optional[str] = None, **kwargs) -> Type['Module']:
     """A subclass with `kwargs` bound (call-time kwargs override them)."""
+    _check_kwargs(cls, kwargs, f'{cls.__name__}.partial')
     attrs = {'_partial_kwargs': {**cls._partial_kwargs, **kwargs},
              '__module__': cls.__module__, '__qualname__': cls.__qualname__,
              '__doc__': cls.__doc__}
@@ -246,7 +233,22 @@ class Module:
     name = name if name is not None else cls._bound_name
     if name is not None:
       frame_lib.check_name(name, f'{cls.__name__} root')
-    return ModuleFrame(name, None, params, rng, reuse)
+    return ModuleFrame(name, None, params, rng, reuse,
+                       transparent=cls._is_transparent())
+
+  # Transparent modules (2020): their single child, named '0', takes their
+  # place in module paths and in the params dict.
+  @classmethod
+  def _is_transparent(cls) -> bool:
+    return False
+
+  @classmethod
+  def _pre_process_params(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    return params
+
+  @classmethod
+  def _post_process_params(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    return params
 
   @classmethod
   def init(cls, _rng: Any, *args, name: Optional[str] = None,
@@ -262,17 +264,18 @@ class Module:
         found there are taken as they are (shapes are checked), the rest are
         initialized. Entries that match no parameter are an error.
     Returns:
-      `(output, params)`. With a concrete `_rng`, parameters are computed
-      eagerly, so modules first called inside `lax.scan` bodies initialize
-      fine; under `jit` with a traced `_rng` they cannot (initialize outside
-      `jit`, or use `init_by_shape`).
+      `(output, params)`. Parameters are made in the trace of `_rng`: with a
+      concrete `_rng` they are concrete arrays, even for modules first called
+      inside `lax.scan`, `jax.checkpoint` or `lax.cond`.
     """
     _check_rng(_rng, f'{cls.__name__}.init')
+    _check_kwargs(cls, kwargs, f'{cls.__name__}.init')
     frame = cls._root_frame(name, {}, _rng, reuse_params)
     y = cls._run(frame, args, {**cls._partial_kwargs, **kwargs})
+    frame.finish_init()
     if reuse_params is not None:
       _check_all_reused(cls, reuse_params, frame.reused_paths)
-    return y, frame.params
+    return y, cls._post_process_params(frame.params)
 
   @classmethod
   def init_by_shape(cls, _rng: Any, input_specs: Sequence[Any], *args,
@@ -291,10 +294,18 @@ class Module:
     """
     _check_rng(_rng, f'{cls.__name__}.init_by_shape')
     if (not isinstance(input_specs, (list, tuple)) or
-        jax_utils.is_shape(input_specs)):
+        (input_specs and jax_utils.is_shape(input_specs))):
       raise TypeError(f'{cls.__name__}.init_by_shape expects a list of input '
                       f'specs [(shape, dtype), ...], got {input_specs!r}')
+    _check_kwargs(cls, kwargs, f'{cls.__name__}.init_by_shape')
     _check_arity(cls, len(input_specs) + len(args), kwargs)
+    input_specs = [jax_utils.parse_input_spec(s) for s in input_specs]
+    for i, spec in enumerate(input_specs):
+      for leaf in jax.tree_util.tree_leaves(spec):
+        if any(d < 0 for d in leaf.shape):
+          raise ValueError(f'{cls.__name__}.init_by_shape: input spec {i} has '
+                           f'shape {tuple(leaf.shape)}, with a negative '
+                           'dimension; give the sizes of a real input')
     stochastic_rng = (stochastic_lib.make_rng()
                       if stochastic_lib.is_stochastic() else None)
     captured = {}
@@ -330,7 +341,8 @@ class Module:
     if not isinstance(params, dict):
       raise TypeError(f'{cls.__name__}.call expects a params dict, got '
                       f'{type(params).__name__}')
-    frame = cls._root_frame(name, params, None, None)
+    _check_kwargs(cls, kwargs, f'{cls.__name__}.call')
+    frame = cls._root_frame(name, cls._pre_process_params(params), None, None)
     return cls._run(frame, args, {**cls._partial_kwargs, **kwargs})
 
   @classmethod
@@ -350,6 +362,24 @@ class Module:
     return y, _make_model(cls, name, params)
 
 
+def _new_param(frame, name, path, shape, initializer):
+  reuse = frame.reuse
+  if isinstance(reuse, dict) and name in reuse:
+    value = reuse[name]
+    if shape is not None and jnp.shape(value) != tuple(shape):
+      raise ValueError(
+          f'reused parameter "{path}" has shape {jnp.shape(value)}, but '
+          f'the module creates it with shape {tuple(shape)}')
+    frame.reused_paths.add(path)
+    return value
+  value = frame.init_param(name, initializer, shape)
+  if shape is not None and jnp.shape(value) != tuple(shape):
+    raise ValueError(
+        f'the initializer of parameter "{path}" returned shape '
+        f'{jnp.shape(value)}, expected {tuple(shape)}')
+  return value
+
+
 def _init_with_traced_rng(lazy_init, input_specs, captured):
   """`init_by_shape` under jit/vmap/pmap of the rng (`pmap(create_model)`).
 
@@ -357,9 +387,8 @@ def _init_with_traced_rng(lazy_init, input_specs, captured):
   abstract evaluation. The module runs on zero inputs instead; under `jit`
   its input-dependent outputs are unused, so XLA removes that computation.
   """
-  structs = [jax_utils.parse_input_spec(s) for s in input_specs]
   zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 structs)
+                                 input_specs)
   y = lazy_init(*zeros)
   y = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
@@ -368,7 +397,6 @@ def _init_with_traced_rng(lazy_init, input_specs, captured):
 
 
 def _make_model(cls, name, params):
-  from flaxish.nn.model import Model  # pylint: disable=g-import-not-at-top
   return Model(cls.partial(name=name) if name is not None else cls, params)
 
 
@@ -383,6 +411,30 @@ def _check_arity(cls, num_positional: int, kwargs: Dict[str, Any]) -> None:
         f'{cls.__name__}.init_by_shape: {num_positional} positional inputs '
         f'(input specs + args) do not fit {cls.__name__}.apply{signature}: '
         f'{e}. Give one input spec per array input of apply') from None
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_names(apply_fn: Callable[..., Any]) -> Optional[Tuple[str, ...]]:
+  """The keyword names `apply_fn` takes, or None if it takes **kwargs."""
+  params = list(inspect.signature(apply_fn).parameters.values())[1:]
+  if any(p.kind is p.VAR_KEYWORD for p in params):
+    return None
+  return tuple(p.name for p in params if p.kind in (
+      p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _check_kwargs(cls, kwargs: Dict[str, Any], where: str) -> None:
+  """Raises a TypeError naming keyword arguments `apply` does not take."""
+  known = _keyword_names(cls.apply)
+  unknown = [k for k in kwargs if known is not None and k not in known]
+  if unknown:
+    hints = []
+    for k in unknown:
+      close = difflib.get_close_matches(k, known, n=1)
+      hints.append(f'"{k}"' + (f' (did you mean "{close[0]}"?)' if close
+                               else ''))
+    raise TypeError(f'{where}: {cls.__name__}.apply has no argument '
+                    f'{", ".join(hints)}; it takes {list(known)}')
 
 
 def _check_all_reused(cls, reuse, used_paths) -> None:
@@ -441,12 +493,12 @@ class _OutputRecorder:
   def on_output(self, frame: ModuleFrame, cls, y: Any) -> None:
     del cls
     with _module_stack.scope(frame):
-      self.outputs._append_output(y)
+      self.outputs.store(self.outputs.retrieve(default=[]) + [y])
 
 
 @contextlib.contextmanager
 def capture_module_outputs():
-  """Yields a Collection: module path -> tuple of the outputs it produced.
+  """Yields a Collection: module path -> list of the outputs it produced.
 
   Paths are relative to where the block is opened: '/' is a top-level
   module, '/Dense_0' its first Dense child.
@@ -454,3 +506,102 @@ def capture_module_outputs():
   with collection_lib.Collection().mutate() as outputs:
     with output_trackers.scope(_OutputRecorder(outputs)):
       yield outputs
+
+
+class TransparentModule(Module):
+  """A module whose single child, named '0', takes its place (2020).
+
+  The child's parameters are the transparent module's parameters, and the
+  child's submodules have the transparent module's path.
+  """
+
+  @classmethod
+  def _is_transparent(cls) -> bool:
+    return True
+
+  @classmethod
+  def _pre_process_params(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    return {'0': params}
+
+  @classmethod
+  def _post_process_params(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    if list(params) != ['0']:
+      raise ValueError(f'{cls.__name__} is transparent: it must call exactly '
+                       f"one child, named '0'; it made {sorted(params)}")
+    return params['0']
+
+
+class TruncatedModule(TransparentModule):
+  """Runs `wrapped_module` and returns the outputs of the modules at
+  `truncate_path` instead of its own (see `Model.truncate_at`)."""
+
+  def apply(self, *args, wrapped_module=None, truncate_path=None, **kwargs):
+    """Returns `truncate_path` with each path replaced by the list of the
+    outputs of the module at that path ('/' is the wrapped module)."""
+    if wrapped_module is None or truncate_path is None:
+      raise ValueError('TruncatedModule needs the keyword arguments '
+                       'wrapped_module= and truncate_path=')
+    paths = jax.tree_util.tree_leaves(truncate_path)
+    for path in paths:
+      if not isinstance(path, str) or not path.startswith('/'):
+        raise ValueError(f'truncate_at expects module paths like '
+                         f'"/Dense_0", got {path!r}')
+    with capture_module_outputs() as outputs:
+      wrapped_module(*args, name='0', **kwargs)
+    missing = [p for p in paths if p not in outputs]
+    if missing:
+      raise ValueError(f'truncate_at: no module at {missing}; the module '
+                       f'paths are {sorted(outputs.state)}')
+    return jax.tree_util.tree_map(lambda p: outputs[p], truncate_path)
+
+
+def truncated_module(module: Type[Module], module_path: Any) -> Type[Module]:
+  """`module` truncated at `module_path` (a path or a pytree of paths)."""
+  return TruncatedModule.partial(wrapped_module=module,
+                                 truncate_path=module_path)
+
+
+@struct.dataclass
+class Model:
+  """A Module class with its params, as a pytree.
+
+      model = nn.Model(MLP, params)
+      y = model(x)                      # MLP.call(params, x)
+      grads = jax.grad(loss)(model)     # a Model of gradients
+
+  Attributes:
+    module: the Module class (static: part of the tree structure).
+    params: the nested params dict (the leaves).
+  """
+  module: Type[Module] = struct.field(pytree_node=False)
+  params: Any
+
+  __hash__ = object.__hash__
+
+  def __call__(self, *args, **kwargs) -> Any:
+    return self.module.call(self.params, *args, **kwargs)
+
+  def __getattr__(self, name: str) -> Any:
+    if name.startswith('__') or 'module' not in self.__dict__:
+      raise AttributeError(name)
+    value = getattr(self.module, name, None)
+    if isinstance(value, type) and getattr(value, '_is_module_method', False):
+      return lambda *args, **kwargs: value.call(self.params, *args, **kwargs)
+    methods = sorted(
+        n for c in self.module.__mro__ for n, v in vars(c).items()
+        if getattr(v, 'is_module_method', False))
+    raise AttributeError(
+        f'Model of {self.module.__name__} has no attribute or module_method '
+        f'"{name}" (its module methods: {methods})')
+
+  def truncate_at(self, module_path: Any) -> 'Model':
+    """A Model whose call returns the outputs of the given submodules.
+
+    Arguments:
+      module_path: a path like '/Dense_0' ('/' is the whole module), or a
+        pytree of paths.
+    Returns:
+      A Model whose call returns `module_path` with each path replaced by the
+      list of outputs of that module (one per call), as in 2020.
+    """
+    return self.replace(module=truncated_module(self.module, module_path))

@@ -10,9 +10,10 @@ import warnings
 from jax import lax
 import jax.numpy as jnp
 
-from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import _layer_utils as utils
+from flaxish.nn.modules import Module
+from flaxish.nn.collection import Collection
 
 __all__ = ['BatchNorm', 'LayerNorm', 'GroupNorm']
 
@@ -83,7 +84,7 @@ def _normalize(module, centered: Array, inv_std: Array, feature_shape,
   return y
 
 
-class BatchNorm(base.Module):
+class BatchNorm(Module):
   """Batch normalization, with running statistics kept as module state.
 
   Parameters: `scale` and `bias`, of the shape of the feature axes. State:
@@ -106,7 +107,7 @@ class BatchNorm(base.Module):
 
   def apply(self,
             x: Array,
-            batch_stats: Optional[base.Collection] = None,
+            batch_stats: Optional[Collection] = None,
             use_running_average: bool = False,
             axis: Union[int, Sequence[int]] = -1,
             momentum: float = 0.99,
@@ -195,7 +196,7 @@ class BatchNorm(base.Module):
     return mean, jnp.maximum(mean2 - lax.square(mean), 0.)
 
 
-class LayerNorm(base.Module):
+class LayerNorm(Module):
   """Layer normalization (arxiv.org/abs/1607.06450) over the last axis.
 
   Parameters: `scale` and `bias` of shape `(features,)`.
@@ -236,7 +237,7 @@ class LayerNorm(base.Module):
     return jnp.asarray(y, dtype)
 
 
-class GroupNorm(base.Module):
+class GroupNorm(Module):
   """Group normalization (arxiv.org/abs/1803.08494).
 
   The channels (last axis) are split into groups; each example and group is

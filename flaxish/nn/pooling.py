@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxish.nn import _layer_utils as utils
-from flaxish.nn.utils import is_tracer
+from flaxish.nn._util import is_tracer
 
 __all__ = ['pool', 'max_pool', 'avg_pool']
 

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from flaxish.nn import activation
-from flaxish.nn import base
 from flaxish.nn import initializers
 from flaxish.nn import linear
+from flaxish.nn.modules import Module
 
 __all__ = ['RNNCellBase', 'LSTMCell', 'GRUCell', 'ConvLSTM']
 
@@ -52,7 +52,7 @@ def _check_pair(path: str, cell: str, c: Array, h: Array) -> None:
         'batch_dims, size)')
 
 
-class RNNCellBase(base.Module):
+class RNNCellBase(Module):
   """Base class of the recurrent cells."""
 
   @staticmethod

@@ -1,7 +1,7 @@
 """`nn.tabulate`: a table of a network's modules, outputs and parameters.
 
     table = nn.tabulate(CNN, ((128, 28, 28, 1), jnp.float32))
-    table = model.summary(x)
+    table = nn.tabulate(model, x)
 
 Each row is one module path with its class, output shapes, its own
 parameters (shapes, dtypes), their count and bytes. Totals are exact sums
@@ -105,11 +105,10 @@ def tabulate(module_or_model: Any, *inputs, rng: Optional[Any] = None,
   Returns:
     A `Summary` with one `SummaryRow` per module path and exact totals.
   """
-  from flaxish.nn.model import Model  # pylint: disable=g-import-not-at-top
   recorder = _Recorder()
   specs = [jax_utils.parse_input_spec(x) for x in inputs]
   with module_lib.output_trackers.scope(recorder):
-    if isinstance(module_or_model, Model):
+    if isinstance(module_or_model, module_lib.Model):
       params = module_or_model.params
       jax.eval_shape(lambda p, *xs: module_or_model.module.call(p, *xs,
                                                                 **kwargs),

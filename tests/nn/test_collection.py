@@ -184,3 +184,30 @@ def test_is_stateful():
     Probe.init(jax.random.PRNGKey(0), X)
   assert seen == [False, True]
   assert not nn.base.is_stateful()
+
+
+def test_the_2020_collection_flatten_functions():
+  from flaxish.nn import base  # pylint: disable=g-import-not-at-top
+  collection = nn.Collection({'/a': 1., '/b': {'x': 2.}})
+  children, meta = base.iterate_collection(collection)
+  assert children == ({'/a': 1., '/b': {'x': 2.}},)
+  rebuilt = base.collection_from_iterable(meta, children)
+  assert type(rebuilt) is nn.Collection
+  assert rebuilt.as_dict() == collection.as_dict()
+  with nn.Collection().mutate() as mutable:
+    with pytest.raises(ValueError, match='mutable Collection'):
+      base.iterate_collection(mutable)
+
+
+def test_module_state_has_a_name():
+
+  class Counter(nn.Module):
+    def apply(self):
+      count = self.state('count', (), jax.nn.initializers.zeros)
+      assert count.name == 'count'
+      count.value += 1
+      return count.value
+
+  with nn.stateful() as state:
+    Counter.init(jax.random.PRNGKey(0))
+  assert state.as_dict() == {'/': {'count': 1.}}

@@ -516,6 +516,7 @@ def test_capture_module_outputs_records_every_call_by_path():
   assert sorted(outputs.as_dict()) == ['/', '/MLP_0', '/MLP_0/Affine_0',
                                        '/MLP_0/Affine_1', '/shared']
   np.testing.assert_array_equal(outputs['/'][0], y)
+  assert all(isinstance(v, list) for v in outputs.as_dict().values())
   first, second = outputs['/shared']
   p = params['shared']
   np.testing.assert_allclose(first, X @ p['kernel'] + p['bias'], rtol=1e-6)
@@ -545,3 +546,62 @@ def test_init_by_shape_under_jit_vmap_and_pmap_of_the_rng():
   jax.jit(lambda r: outputs.append(MLP.init_by_shape(r, [X.shape])[0]))(
       rngs[0])
   assert outputs == [jax.ShapeDtypeStruct((3, 2), jnp.float32)]
+
+
+def test_unknown_keyword_arguments_are_named_with_a_suggestion():
+  with pytest.raises(TypeError, match=r'Dense.partial: Dense.apply has no '
+                     r'argument "featurez" \(did you mean "features"\?\)'):
+    nn.Dense.partial(featurez=3)
+  with pytest.raises(TypeError, match=r'Dense.init: .* "biass" \(did you '
+                     r'mean "bias"\?\), "zzz"; it takes \[.*features'):
+    nn.Dense.init(jax.random.PRNGKey(0), X, 3, biass=False, zzz=1)
+  _, params = nn.Dense.init(jax.random.PRNGKey(0), X, 3)
+  with pytest.raises(TypeError, match='Dense.call: .*"dtypes"'):
+    nn.Dense.call(params, X, 3, dtypes=jnp.float32)
+  with pytest.raises(TypeError, match='Dense.init_by_shape: .*"feature"'):
+    nn.Dense.init_by_shape(jax.random.PRNGKey(0), [X.shape], feature=3)
+  # apply(**kwargs) takes anything.
+  nn.module(lambda x, **kw: x).partial(anything=1)
+
+
+def test_init_by_shape_with_a_negative_dimension_names_the_spec():
+  with pytest.raises(ValueError, match=r'Dense.init_by_shape: input spec 0 '
+                     r'has shape \(2, -1\), with a negative dimension'):
+    nn.Dense.init_by_shape(jax.random.PRNGKey(0), [((2, -1), jnp.float32)],
+                           features=3)
+
+
+def test_init_by_shape_of_a_module_without_inputs():
+  # 2020's StochasticTest: a module whose apply takes no inputs.
+  class Noise(nn.Module):
+    def apply(self):
+      return jax.random.uniform(nn.make_rng(), (2,)) + self.param(
+          'b', (2,), jax.nn.initializers.ones)
+
+  with nn.stochastic(jax.random.PRNGKey(1)):
+    y, params = Noise.init_by_shape(jax.random.PRNGKey(0), [])
+  expected = jax.random.uniform(
+      jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(1), 1), 1),
+      (2,)) + 1
+  np.testing.assert_allclose(y, expected, rtol=1e-6)
+  np.testing.assert_array_equal(params['b'], np.ones(2))
+
+
+def test_the_2020_names_of_nn_base_and_nn_utils():
+  from flaxish.nn import base, utils  # pylint: disable=g-import-not-at-top
+  assert base.MODULE_CLASSMETHODS == ['create', 'create_by_shape', 'init',
+                                      'init_by_shape', 'call', 'partial']
+  assert issubclass(base.TruncatedModule, base.TransparentModule)
+  stack = utils.CallStack()
+  with stack.frame() as data:
+    assert data == {} and stack[-1] is data and len(stack) == 1
+  with stack.frame('x') as data:
+    assert data == 'x'
+  assert not stack
+
+  class C:
+    @utils.classproperty
+    def name(cls):
+      return cls.__name__
+
+  assert C.name == 'C' and utils.classproperty(f=len).fget is len

@@ -75,3 +75,28 @@ def test_scope_opened_outside_a_transform_cannot_be_used_inside(transform):
     with pytest.raises(ValueError, match='its `nn.stochastic\\(rng\\)` scope '
                        'was opened outside it'):
       transform(noisy)(jnp.ones(()) if transform is jax.grad else jnp.ones(3))
+
+
+def test_make_rng_errors_name_the_module_that_asked():
+  class Net(nn.Module):
+    def apply(self, x):
+      x = nn.Dense(x, 4)
+      return nn.dropout(x, 0.5)
+
+  x = jnp.ones((2, 3))
+  with pytest.raises(ValueError, match=r'nn.make_rng\(\) \(asked by module '
+                     r'"/net"\) needs an rng: .*nn.stochastic\(rng\)'):
+    Net.init(jax.random.PRNGKey(0), x, name='net')
+
+  class Attend(nn.Module):
+    def apply(self, x):
+      return nn.SelfAttention(x, num_heads=2, dropout_rate=0.5, name='att')
+
+  with pytest.raises(ValueError, match='asked by module "/att"'):
+    Attend.init(jax.random.PRNGKey(0), jnp.ones((1, 2, 4)))
+
+
+def test_dropout_is_importable_from_its_2020_path():
+  # As in 2020, nn.stochastic is the function; the module holds dropout.
+  from flaxish.nn.stochastic import dropout, stochastic  # pylint: disable=g-import-not-at-top
+  assert dropout is nn.dropout and stochastic is nn.stochastic

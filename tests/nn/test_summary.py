@@ -34,10 +34,10 @@ def test_tabulate_rows_and_exact_totals(capsys):
   assert str(summary) in printed
 
 
-def test_model_summary_matches_tabulate_of_the_class():
+def test_tabulate_of_a_model_matches_tabulate_of_the_class():
   x = jnp.ones((2, 5))
   _, params = Net.init(jax.random.PRNGKey(0), x)
-  by_model = nn.Model(Net, params).summary(x, print_table=False)
+  by_model = nn.tabulate(nn.Model(Net, params), x, print_table=False)
   by_class = nn.tabulate(Net, x, print_table=False)
   assert by_model == by_class
   total = sum(np.size(p) for p in jax.tree_util.tree_leaves(params))

@@ -1,5 +1,7 @@
-"""Tests of flaxish.nn._param_init: initial values are bit-identical to an
-eager computation from independently derived keys, however they are made."""
+"""Tests of flaxish.nn.frame: parameter and state keys, and initial values
+bit-identical to an eager computation from independently derived keys,
+however they are made (init, init_by_shape, under jit, inside lax.scan,
+jax.checkpoint and lax.cond)."""
 import hashlib
 
 import jax
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from flaxish import nn
-from flaxish.nn import _param_init
+from flaxish import jax_utils
 
 init = jax.nn.initializers
 
@@ -122,24 +124,6 @@ def test_init_with_a_traced_rng_matches_the_reference():
   _assert_identical(jax.jit(make)(rng), expected_params)
 
 
-def test_initializers_that_differ_only_in_settings_are_not_confused():
-  # Equal code, different closure values: each must get its own program.
-  class Net(nn.Module):
-    def apply(self, x, stddev, dtype):
-      return nn.Dense(x, 3, kernel_init=init.normal(stddev, dtype=dtype),
-                      name='d')
-
-  rng = jax.random.PRNGKey(0)
-  key = _fold(rng, 'd', 'kernel')
-  for stddev in (1.0, 2.0, 1, -0.0):
-    for dtype in (jnp.float32, jnp.bfloat16):
-      _, params = Net.init_by_shape(rng, [X.shape], stddev=stddev,
-                                    dtype=dtype)
-      expected = jnp.asarray(init.normal(stddev, dtype)(key, (4, 3)),
-                             jnp.float32)
-      _assert_identical(params['d']['kernel'], expected)
-
-
 def test_user_initializers_run_eagerly_once_on_a_concrete_key():
   calls = []
 
@@ -154,23 +138,6 @@ def test_user_initializers_run_eagerly_once_on_a_concrete_key():
   _, params = Net.init_by_shape(jax.random.PRNGKey(0), [(2,)])
   assert calls == [False]
   assert type(params['w']) is float and params['w'] == 1.5
-
-
-def test_repeated_init_reuses_the_compiled_initializers():
-  class Net(nn.Module):
-    def apply(self, x):
-      # New initializer closures on every call, equal in value.
-      return nn.Dense(x, 3, kernel_init=init.normal(0.02),
-                      bias_init=init.constant(0.1))
-
-  Net.init_by_shape(jax.random.PRNGKey(0), [X.shape])
-  before = len(_param_init._compiled)  # pylint: disable=protected-access
-  _, params = Net.init_by_shape(jax.random.PRNGKey(1), [X.shape])
-  assert len(_param_init._compiled) == before  # pylint: disable=protected-access
-  key = _fold(jax.random.PRNGKey(1), 'Dense_0', 'kernel')
-  _assert_identical(params['Dense_0']['kernel'],
-                    init.normal(0.02)(key, (4, 3)))
-  _assert_identical(params['Dense_0']['bias'], jnp.full((3,), 0.1))
 
 
 @pytest.mark.parametrize('initializer', [
@@ -233,49 +200,7 @@ def test_split_keys_match_the_eager_splits(how):
   _assert_identical(state, expected_state)
 
 
-def test_lazy_keys_compute_nothing_until_materialized():
-  rng = jax.random.PRNGKey(3)
-  left, right = _param_init.split(_param_init.fold_in_name(rng, 'a'))
-  assert isinstance(left, _param_init.LazyKey)
-  assert isinstance(right, _param_init.LazyKey)
-  expected = jax.random.split(_fold(rng, 'a'))
-  np.testing.assert_array_equal(_param_init.materialize(left), expected[0])
-  np.testing.assert_array_equal(_param_init.materialize(right), expected[1])
-  leaf = _param_init.fold_in_name(right, 'b')
-  np.testing.assert_array_equal(_param_init.materialize(leaf),
-                                _fold(expected[1], 'b'))
-
-
-def test_zeros_and_ones_are_filled_on_the_host_without_a_program():
-  class Net(nn.Module):
-    def apply(self, x):
-      z = self.param('z', (3, 5), init.zeros)
-      o = self.param('o', (3, 5), init.ones)
-      y = nn.Dense(x, 13, name='d') + nn.Dense(x, 13, param_dtype=jnp.bfloat16,
-                                               name='h')
-      return nn.LayerNorm(y + z.sum() + o.sum(), name='ln')
-
-  before = len(_param_init._compiled)  # pylint: disable=protected-access
-  rng = jax.random.PRNGKey(0)
-  _, params = Net.init_by_shape(rng, [X.shape])
-  # Only the float32 kernel compiled (a bfloat16 one stays eager).
-  assert len(_param_init._compiled) == before + 1  # pylint: disable=protected-access
-  key = jax.random.PRNGKey(0)  # zeros/ones ignore it
-  _assert_identical(params['z'], init.zeros(key, (3, 5)))
-  _assert_identical(params['o'], init.ones(key, (3, 5)))
-  _assert_identical(params['d']['bias'], jnp.zeros((13,)))
-  _assert_identical(params['h']['bias'], jnp.zeros((13,), jnp.bfloat16))
-  _assert_identical(params['ln'], {'scale': jnp.ones((13,)),
-                                   'bias': jnp.zeros((13,))})
-  leaves = jax.tree_util.tree_leaves(params)
-  assert all(isinstance(leaf, jax.Array) for leaf in leaves)
-  # Every parameter owns its buffer: deleting (or donating) one leaves the
-  # others, equal in value, intact.
-  params['z'].delete()
-  np.testing.assert_array_equal(params['ln']['bias'], np.zeros(13))
-
-
-def test_a_bad_shape_for_zeros_gives_the_initializers_own_error():
+def test_initializer_errors_reach_the_user_unchanged():
   class Net(nn.Module):
     def apply(self, x):
       return self.param('z', (2, -1), init.zeros)
@@ -299,41 +224,94 @@ def test_zeros_without_a_dtype_follow_the_x64_default():
   assert params['z'].dtype == jnp.float32
 
 
-_SHAPE_CASES = [(i, s) for s in [(256, 10), (3, 3, 8, 16), (2048, 512)]
-                for i in (init.lecun_normal(), init.he_normal(),
-                          init.variance_scaling(1.7, 'fan_out',
-                                                'truncated_normal'))]
-_SHAPE_CASES += [(i, (1000,)) for i in (init.normal(0.02), init.uniform(0.07),
-                                        init.truncated_normal(0.1))]
+# ---- parameters first made inside lax.scan, jax.checkpoint, lax.cond ------
+
+class Scanned(nn.Module):
+  """An LSTM over time with `jax_utils.scan_in_dim`: the cell's parameters
+  are first made inside the scan body."""
+
+  def apply(self, x):
+    carry = nn.LSTMCell.initialize_carry(jax.random.PRNGKey(0),
+                                         (x.shape[0],), 4)
+    cell = nn.LSTMCell.partial(name='cell')
+    return jax_utils.scan_in_dim(cell, carry, x, axis=1)[1]
 
 
-@pytest.mark.parametrize('initializer,shape', _SHAPE_CASES)
-def test_compiled_initializers_match_eager_on_more_shapes(initializer, shape):
-  """XLA:CPU vectorizes small and large shapes differently; at the reduced
-  LLVM optimization level the values stay those of eager execution."""
-  class Net(nn.Module):
-    def apply(self, x):
-      return self.param('w', shape, initializer)
-
-  rng = jax.random.PRNGKey(7)
-  expected = initializer(_fold(rng, 'w'), shape)
-  _assert_identical(Net.init_by_shape(rng, [X.shape])[1]['w'], expected)
+class LaxScanned(nn.Module):
+  def apply(self, x):
+    def body(carry, xt):
+      return carry + nn.Dense(xt, 3, name='d').sum(), None
+    return jax.lax.scan(body, 0., x)[0]
 
 
-def test_other_backends_run_the_initializers_eagerly(monkeypatch):
-  """Where compiled arithmetic may differ from eager (a GPU's FMAs), only
-  the key is computed in one call; the initializer runs eagerly."""
-  monkeypatch.setattr(_param_init, '_initializers_compile_exactly',
-                      lambda: False)
+class Checkpointed(nn.Module):
+  def apply(self, x):
+    return jax.checkpoint(lambda v: nn.Dense(v, 3, name='d'))(x)
 
-  class Net(nn.Module):
-    def apply(self, x):
-      return nn.Dense(x, 7, kernel_init=init.normal(0.37), name='d')
 
-  before = len(_param_init._compiled)  # pylint: disable=protected-access
-  rng = jax.random.PRNGKey(11)
-  _, params = Net.init_by_shape(rng, [X.shape])
-  assert len(_param_init._compiled) == before  # pylint: disable=protected-access
-  _assert_identical(params['d']['kernel'],
-                    init.normal(0.37)(_fold(rng, 'd', 'kernel'),
-                                      (X.shape[-1], 7)))
+class Conditional(nn.Module):
+  def apply(self, x):
+    return jax.lax.cond(x.sum() > 0, lambda v: nn.Dense(v, 3, name='d'),
+                        lambda v: jnp.zeros(v.shape[:-1] + (3,)), x)
+
+
+def _lstm_reference(rng):
+  k = lambda *names: _fold(rng, 'cell', *names)
+  ortho, lecun = init.orthogonal(), init.lecun_normal()
+  params = {}
+  for gate in ('i', 'f', 'g', 'o'):
+    params[f'i{gate}'] = {'kernel': lecun(k(f'i{gate}', 'kernel'), (3, 4))}
+    params[f'h{gate}'] = {'kernel': ortho(k(f'h{gate}', 'kernel'), (4, 4)),
+                          'bias': jnp.zeros((4,))}
+  return {'cell': params}
+
+
+def _dense_reference(rng):
+  return {'d': {'kernel': init.lecun_normal()(_fold(rng, 'd', 'kernel'),
+                                              (5, 3)),
+                'bias': jnp.zeros((3,))}}
+
+
+@pytest.mark.parametrize('how', ['init', 'init_by_shape', 'jit_init',
+                                 'jit_init_by_shape'])
+@pytest.mark.parametrize('module,shape,reference', [
+    (Scanned, (2, 5, 3), _lstm_reference),
+    (LaxScanned, (4, 2, 5), _dense_reference),
+    (Checkpointed, (2, 5), _dense_reference),
+    (Conditional, (2, 5), _dense_reference)],
+                         ids=['scan_in_dim', 'lax.scan', 'checkpoint', 'cond'])
+def test_params_first_made_in_inner_traces_equal_eager_init(
+    module, shape, reference, how):
+  rng = jax.random.PRNGKey(3)
+  x = jnp.ones(shape)
+
+  def make(r):
+    if how.endswith('by_shape'):
+      return module.init_by_shape(r, [(shape, jnp.float32)])[1]
+    return module.init(r, x)[1]
+
+  params = jax.jit(make)(rng) if how.startswith('jit') else make(rng)
+  expected = reference(rng)
+  if how.startswith('jit'):  # one XLA program: equal to float rounding
+    jax.tree_util.tree_map(
+        lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7),
+        params, expected)
+    assert (jax.tree_util.tree_structure(params) ==
+            jax.tree_util.tree_structure(expected))
+  else:
+    _assert_identical(params, expected)
+  for leaf in jax.tree_util.tree_leaves(params):
+    assert not isinstance(leaf, jax.core.Tracer)
+
+
+def test_the_2020_rnn_idiom_under_jit_trains_after_init():
+  # `jax.jit(create_model)` with an LSTM built by scan_in_dim.
+  params = jax.jit(lambda k: Scanned.init_by_shape(
+      k, [((2, 5, 3), jnp.float32)])[1])(jax.random.PRNGKey(0))
+  x = jnp.linspace(-1, 1, 30).reshape(2, 5, 3)
+  loss = lambda p: jnp.sum(Scanned.call(p, x) ** 2)
+  grads = jax.grad(loss)(params)
+  assert (jax.tree_util.tree_structure(grads) ==
+          jax.tree_util.tree_structure(params))
+  assert float(loss(jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params,
+                                           grads))) < float(loss(params))
