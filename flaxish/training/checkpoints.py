@@ -241,8 +241,8 @@ def _write_atomically(state: Any, path: str, prefix: str,
     _fsync_dir(ckpt_dir)
   except OSError as e:
     raise OSError(e.errno, f'{e.strerror or e}: could not save checkpoint '
-                  f'{path} in directory {ckpt_dir}; nothing was written '
-                  'there, earlier checkpoints are intact') from e
+                  f'{path} in directory {ckpt_dir}; no temp file is left, '
+                  'earlier checkpoints are intact') from e
   finally:
     for tmp in temps:
       _remove(tmp)

@@ -540,8 +540,8 @@ def test_os_errors_name_the_path_and_leave_nothing_behind(
   assert info.value.errno == code
   assert str(info.value) == (
       f'[Errno {code}] {os.strerror(code)}: could not save checkpoint {path} '
-      f'in directory {tmp_path}; nothing was written there, earlier '
-      'checkpoints are intact')
+      f'in directory {tmp_path}; no temp file is left, earlier checkpoints '
+      'are intact')
   assert sorted(os.listdir(tmp_path)) == before
   np.testing.assert_array_equal(
       checkpoints.restore_checkpoint(tmp_path, {'a': np.zeros(3)})['a'],
