@@ -7,6 +7,7 @@ import io
 import itertools
 import os
 import socket
+import threading
 import time
 import wave
 import weakref
@@ -101,6 +102,7 @@ class SummaryWriter:
                              f'{int(time.time()):010d}.{socket.gethostname()}'
                              f'.{os.getpid()}.{next(_FILE_IDS)}')
     self._writer = record_writer.RecordWriter(self.path)
+    self._lock = threading.Lock()  # One record at a time from any thread.
     self._finalizer = weakref.finalize(self, self._writer.close)
     self._event(file_version='brain.Event:2')
 
@@ -112,8 +114,9 @@ class SummaryWriter:
   def _event(self, **fields):
     self._check_open()
     event = _tbx().proto.event_pb2.Event(wall_time=time.time(), **fields)
-    self._writer.write(event.SerializeToString())
-    self._writer.flush()
+    with self._lock:
+      self._writer.write(event.SerializeToString())
+      self._writer.flush()
 
   def _write(self, tag: str, step: Any, values: list):
     if not isinstance(tag, str) or not tag:

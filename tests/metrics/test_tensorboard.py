@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import wave
 
@@ -435,3 +436,19 @@ def test_clear_import_error_only_when_a_writer_is_created(tmp_path, missing):
 def test_module_exports():
   assert tensorboard.__all__ == ['SummaryWriter']
   assert tensorboard.SummaryWriter is SummaryWriter
+
+
+def test_threads_write_whole_records(writer):
+  def log(thread):
+    for step in range(25):
+      writer.scalar(f'thread{thread}', thread * 100 + step, step)
+  threads = [threading.Thread(target=log, args=(i,)) for i in range(4)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  values = _values(writer)
+  for i in range(4):
+    assert [(s, float(tensor_util.make_ndarray(v.tensor)))
+            for s, v in values[f'thread{i}']] == [
+                (s, i * 100 + s) for s in range(25)]
