@@ -1,10 +1,9 @@
-"""`Benchmark`: the 2020 `flax.testing.Benchmark` test case for example benchmarks.
+"""`Benchmark`: the 2020 `flax.testing.Benchmark` test case (needs `absl-py`).
 
-`assert*` failures do not stop a `Benchmark` test: they are collected and
-raised in `tearDown`, after the results are reported as one JSON object
-`{"name", "succeeded", "wall_time", "metrics", "extras"}` (logged, and written
-to `DIR/<Class>.<test>.json` with `--benchmark_output_dir=DIR`).
-Needs `absl-py`; `read_summaries` needs `tensorboard`.
+`assert*` failures do not stop a test: they are raised in `tearDown`, after
+the results are reported as JSON `{"name", "succeeded", "wall_time",
+"metrics", "extras"}` (logged, and written to `DIR/<Class>.<test>.json` with
+`--benchmark_output_dir=DIR`).
 """
 import functools
 import glob
@@ -44,18 +43,14 @@ class Benchmark(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self._wall_time, self._metrics, self._extras = None, {}, {}
-    self._outstanding_fails = []
+    self._wall_time, self._metrics, self._extras, self._outstanding_fails = None, {}, {}, []
 
   def tearDown(self):
     super().tearDown()
     failed = '\n'.join(map(str, self._outstanding_fails))
-    results = {'name': self._name(), 'succeeded': not failed,
-               'metrics': self._metrics, 'extras': self._extras}
-    if self._wall_time is not None:
-      results['wall_time'] = self._wall_time
-    if failed:
-      results['extras']['failed_assertions'] = failed
+    extras = {**self._extras, **({'failed_assertions': failed} if failed else {})}
+    results = {'name': self._name(), 'succeeded': not failed, 'metrics': self._metrics,
+               'extras': extras, **({} if self._wall_time is None else {'wall_time': self._wall_time})}
     logging.info(json.dumps(results))
     if _output_dir():
       with open(os.path.join(_output_dir(), self._name() + '.json'), 'w') as f:
@@ -74,7 +69,7 @@ class Benchmark(absltest.TestCase):
     return bool(self._outstanding_fails)
 
   def read_summaries(self, path):
-    """TensorBoard scalars in the event files of `path`: {tag: [(wall_time, step, value)]}."""
+    """TensorBoard scalars in `path` (needs `tensorboard`): {tag: [(wall_time, step, value)]}."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # pylint: disable=g-import-not-at-top
     from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
     data = {}

@@ -1,8 +1,6 @@
 """Upgrade 2020 flax / JAX code: `python -m flaxish.upgrade --write PATH...`.
 
-`flaxish.upgrade.codemod` holds the LibCST rewrite (needs the `upgrade`
-extra); `flaxish.upgrade.compat` holds the small runtime helpers that the
-rewritten code may import (no LibCST needed). See docs/migration.md.
+`codemod` holds the LibCST rewrite (extra `upgrade`); `compat` the runtime
+helpers rewritten code may use (no LibCST). See docs/migration.md.
 """
-
 __all__ = []

@@ -1,10 +1,10 @@
-"""The LibCST transformer behind `python -m flaxish.upgrade`.
+"""The LibCST transformer behind `python -m flaxish.upgrade`, driven by the tables below.
 
-`upgrade_source(code)` returns `(new_code, counts, lints)`: the rewritten
-source (comments and formatting kept), the number of rewrites per rule, and
-`(line, message)` pairs for code that needs a hand edit.
+Table keys are fully qualified names as the code imports them; LibCST
+resolves `import jax.numpy as jnp`, `from jax import tree_map` and aliases.
 """
 import collections
+import re
 
 try:
   import libcst as cst
@@ -15,23 +15,53 @@ except ImportError as e:  # pragma: no cover - exercised only without libcst
   raise ImportError('flaxish.upgrade needs LibCST: '
                     "pip install 'flaxish[upgrade]' (or pip install libcst)") from e
 
-from flaxish.upgrade.rules import (ARRAY_MAKERS, AT_METHODS, MODULES, NAMES,
-                                   SHAPE_ARGS)
+__all__ = ['Upgrade', 'upgrade_source', 'MODULES', 'NAMES', 'AT_METHODS', 'SHAPE_ARGS']
 
-__all__ = ['Upgrade', 'upgrade_source']
+# Renamed modules: every import form and every `module.attr` use.
+MODULES = {'flax': 'flaxish',
+           'jax.experimental.optimizers': 'jax.example_libraries.optimizers',
+           'jax.experimental.stax': 'jax.example_libraries.stax'}
+
+# Renamed functions and types: old -> (rule name, new). Rule None: calls only.
+_TREE = ('tree_map', 'tree_leaves', 'tree_flatten', 'tree_unflatten', 'tree_structure')
+NAMES = {
+    **{f'jax.{n}': ('tree_util', f'jax.tree_util.{n}') for n in _TREE},
+    'jax.tree_multimap': ('tree_util', 'jax.tree_util.tree_map'),
+    **{f'{m}.DeviceArray': ('device_array', 'jax.Array')
+       for m in ('jax.numpy', 'jax.xla', 'jax.interpreters.xla')},
+    'jax.ops.index': ('index_exp', 'jax.numpy.index_exp'),
+    'jax.host_id': ('process_index', 'jax.process_index'),
+    'jax.host_count': ('process_index', 'jax.process_count'),
+    **{f'jax.test_util.{n}': ('test_util', f'flaxish.upgrade.compat.{n}')
+       for n in ('JaxTestCase', 'check_eq', 'check_close')},
+    'jax.jit': (None, 'flaxish.upgrade.compat.jit'),  # only with static_argnums
+}
+
+# jax.ops.index_<op>(x, idx, y) -> x.at[idx].<method>(y).
+AT_METHODS = {'index_update': 'set', 'index_add': 'add', 'index_mul': 'multiply',
+              'index_min': 'min', 'index_max': 'max'}
+
+# Arguments that must be static shapes: function -> (position, keyword).
+SHAPE_ARGS = {
+    'jax.lax.dynamic_slice': (2, 'slice_sizes'), 'jax.numpy.pad': (1, 'pad_width'),
+    **{f'jax.numpy.{n}': (0, 'shape') for n in ('zeros', 'ones', 'empty', 'full')},
+    'jax.numpy.reshape': (1, 'newshape'), 'jax.numpy.broadcast_to': (1, 'shape'),
+    'jax.lax.broadcast': (1, 'sizes'), 'jax.lax.reshape': (1, 'new_sizes'),
+}
+
+# Calls whose result is a jax.Array (for the iteration and .copy() checks).
+ARRAY_MAKERS = ('jax.numpy.', 'jax.random.', 'jax.lax.', 'jax.nn.')
 
 _COMPAT = 'flaxish.upgrade.compat.'
 # Names that no longer exist and whose every use a call rule rewrites.
 _DROPPED = {'jax.ops.index', 'jax.random.shuffle', 'jax.lax.tie_in',
             *(f'jax.ops.{n}' for n in AT_METHODS)}
+_COMMA = cst.Comma(whitespace_after=cst.SimpleWhitespace(' '))
 _EQ = cst.AssignEqual(cst.SimpleWhitespace(''), cst.SimpleWhitespace(''))
-_ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript)
-_JIT_LINT = (
-    'jax.jit static_argnums: today\'s jax.jit rejects unhashable static values '
-    '(dict, list). Rewritten to flaxish.upgrade.compat.jit, which passes them '
-    'by identity with a warning, as 2020 JAX did. To use jax.jit again, pass '
-    'hashable values (a tuple instead of a list, tuple(sorted(d.items())) '
-    'instead of a dict).')
+_JIT_LINT = ("jax.jit static_argnums: today's jax.jit rejects unhashable static values "
+             '(dict, list); rewritten to flaxish.upgrade.compat.jit, which passes them by '
+             'identity with a warning. To use jax.jit, pass hashable values (a tuple, '
+             'tuple(sorted(d.items()))).')
 
 
 def _rename_module(name):
@@ -42,7 +72,7 @@ def _rename_module(name):
 
 
 def _paren(expr):
-  if isinstance(expr, _ATOMS) or expr.lpar:
+  if isinstance(expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or expr.lpar:
     return expr
   return expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
@@ -57,18 +87,15 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
 
   def __init__(self, context):
     super().__init__(context)
-    self.counts = collections.Counter()
-    self.lints = []
-    self.arrays = set()   # names assigned from jax.numpy/jax.random/... calls
-    self.numpy = None     # the name numpy is imported under, if any
+    self.counts, self.lints = collections.Counter(), []
+    self.arrays, self.numpy = set(), None  # names made by jnp/jax.random...; numpy's name
 
   def qname(self, node):
     names = self.get_metadata(QualifiedNameProvider, node, set())
     return next(iter(names)).name if len(names) == 1 else None
 
   def lint(self, node, message):
-    line = self.get_metadata(PositionProvider, node).start.line
-    self.lints.append((line, message))
+    self.lints.append((self.get_metadata(PositionProvider, node).start.line, message))
 
   def expr_for(self, original, target):
     """An expression for qualified `target`, reusing `original`'s alias."""
@@ -84,10 +111,8 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     return _dotted(target)
 
   def is_array(self, node):
-    if isinstance(node, cst.Name):
-      return node.value in self.arrays
-    return (isinstance(node, cst.Call) and
-            (self.qname(node.func) or '').startswith(ARRAY_MAKERS))
+    return (node.value in self.arrays if isinstance(node, cst.Name) else
+            isinstance(node, cst.Call) and (self.qname(node.func) or '').startswith(ARRAY_MAKERS))
 
   def visit_Import(self, node):
     for alias in node.names:
@@ -99,15 +124,9 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     names = []
     for alias in updated_node.names:
       old = get_full_name_for_node(alias.name)
-      new = _rename_module(old)
-      if new != old:
-        self.counts['modules'] += 1
-        alias = alias.with_changes(name=_dotted(new))
-      names.append(alias)
+      self.counts['modules'] += _rename_module(old) != old
+      names.append(alias.with_changes(name=_dotted(_rename_module(old))))
     return updated_node.with_changes(names=names)
-
-  def visit_ImportFrom(self, node):
-    return False
 
   def leave_ImportFrom(self, original_node, updated_node):
     if updated_node.relative or updated_node.module is None:
@@ -144,24 +163,20 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
 
   def leave_SimpleStatementLine(self, original_node, updated_node):
     if len(original_node.body) == 1 and len(updated_node.body) > 1:
-      lines = [cst.SimpleStatementLine([s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
-               for s in updated_node.body]
-      lines[0] = lines[0].with_changes(leading_lines=updated_node.leading_lines)
-      return cst.FlattenSentinel(lines)
+      return cst.FlattenSentinel([cst.SimpleStatementLine(
+          [s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)],
+          leading_lines=updated_node.leading_lines if i == 0 else ())
+                                  for i, s in enumerate(updated_node.body)])
     return updated_node
 
   def leave_Name(self, original_node, updated_node):
-    qual = self.qname(original_node) or ''
-    if updated_node.value == 'flax' and (qual == 'flax' or qual.startswith('flax.')):
+    if updated_node.value == 'flax' and (self.qname(original_node) or '').split('.')[0] == 'flax':
       return updated_node.with_changes(value='flaxish')
     return updated_node
 
   def leave_Attribute(self, original_node, updated_node):
     qual = self.qname(original_node)
-    if qual in MODULES:
-      self.counts['modules'] += 1
-      return self.expr_for(original_node, MODULES[qual])
-    rule, target = NAMES.get(qual, (None, None))
+    rule, target = ('modules', MODULES[qual]) if qual in MODULES else NAMES.get(qual, (None, None))
     if rule is None:
       return updated_node
     self.counts[rule] += 1
@@ -175,24 +190,29 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     if qual.startswith('jax.ops.') and qual[8:] in AT_METHODS:
       return self.index_op(original_node, updated_node, AT_METHODS[qual[8:]])
     if qual == 'jax.numpy.clip':
-      return self.clip(updated_node, args, kw)
+      new = [a.with_changes(keyword=cst.Name(a.keyword.value[2:]))
+             if a.keyword and a.keyword.value in ('a_min', 'a_max') else a for a in args]
+      if 'a' in kw:  # arr is positional-only today
+        new.insert(0, new.pop(kw['a']).with_changes(
+            keyword=None, equal=cst.MaybeSentinel.DEFAULT, comma=_COMMA))
+        new[-1] = new[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+      self.counts['clip_keywords'] += new != args
+      return updated_node.with_changes(args=new)
     if qual == 'jax.random.shuffle':
       self.counts['random_shuffle'] += 1
-      args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(' ')))
+      args[-1] = args[-1].with_changes(comma=_COMMA)
       return updated_node.with_changes(
           func=self.expr_for(original_node.func, 'jax.random.permutation'),
           args=args + [cst.Arg(cst.Name('True'), keyword=cst.Name('independent'), equal=_EQ)])
     if qual == 'jax.lax.tie_in' and len(args) == 2:
       self.counts['tie_in'] += 1
       return _paren(args[1].value)
-    if qual == 'jax.jit' and 'static_argnums' in kw:
+    partial_of = qual == 'functools.partial' and args and self.qname(original_node.args[0].value)
+    if 'static_argnums' in kw and 'jax.jit' in (qual, partial_of):
       self.lint(original_node, _JIT_LINT)
       self.counts['jit_static_argnums'] += 1
-      return updated_node.with_changes(func=self.expr_for(original_node.func, _COMPAT + 'jit'))
-    if (qual == 'functools.partial' and 'static_argnums' in kw and args
-        and self.qname(original_node.args[0].value) == 'jax.jit'):
-      self.lint(original_node, _JIT_LINT)
-      self.counts['jit_static_argnums'] += 1
+      if qual == 'jax.jit':
+        return updated_node.with_changes(func=self.expr_for(original_node.func, _COMPAT + 'jit'))
       args[0] = args[0].with_changes(value=self.expr_for(original_node.args[0].value, _COMPAT + 'jit'))
       return updated_node.with_changes(args=args)
     if qual in SHAPE_ARGS:
@@ -221,48 +241,36 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     else:
       slices = [cst.SubscriptElement(cst.Index(args[1].value))]
     at = cst.Subscript(cst.Attribute(_paren(args[0].value), cst.Name('at')), slices)
-    rest = [args[2]] + list(args[3:])
-    rest[-1] = rest[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    rest = [*args[2:-1], args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)]
     return cst.Call(cst.Attribute(at, cst.Name(method)), rest,
                     lpar=updated_node.lpar, rpar=updated_node.rpar)
 
-  def clip(self, updated_node, args, kw):
-    renames = {'a_min': 'min', 'a_max': 'max'}
-    changed = False
-    for i, a in enumerate(args):
-      if a.keyword and a.keyword.value in renames:
-        args[i] = a.with_changes(keyword=cst.Name(renames[a.keyword.value]))
-        changed = True
-    if 'a' in kw:
-      first = args.pop(kw['a'])
-      args.insert(0, first.with_changes(keyword=None, equal=cst.MaybeSentinel.DEFAULT,
-                                        comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(' '))))
-      args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-      changed = True
-    if changed:
-      self.counts['clip_keywords'] += 1
-    return updated_node.with_changes(args=args)
-
   def shape_arg(self, original_node, updated_node, pos, keyword):
-    found = [(i, a) for i, a in enumerate(original_node.args)
-             if (a.keyword and a.keyword.value == keyword) or (i == pos and not a.keyword)]
-    if not found:
-      return updated_node
-    i, arg = found[0]
-    value = arg.value
-    if not (isinstance(value, cst.Call) and
-            self.qname(value.func) in ('jax.numpy.array', 'jax.numpy.asarray')):
-      return updated_node
-    inner = updated_node.args[i].value.args
-    if len(inner) == 1 and isinstance(inner[0].value, (cst.List, cst.Tuple)):
-      self.counts['shape_literal'] += 1
-      args = list(updated_node.args)
-      args[i] = args[i].with_changes(value=inner[0].value)
-      return updated_node.with_changes(args=args)
-    self.lint(original_node, f'`{keyword}` is a jnp.array: under jit it is a '
-              'tracer, not a static shape. Pass a tuple of Python ints (or '
-              'np.array(...)) instead.')
+    for i, arg in enumerate(original_node.args):
+      if ((arg.keyword.value == keyword if arg.keyword else i == pos) and
+          isinstance(arg.value, cst.Call) and
+          self.qname(arg.value.func) in ('jax.numpy.array', 'jax.numpy.asarray')):
+        args, inner = list(updated_node.args), updated_node.args[i].value.args
+        if len(inner) == 1 and isinstance(inner[0].value, (cst.List, cst.Tuple)):
+          self.counts['shape_literal'] += 1
+          args[i] = args[i].with_changes(value=inner[0].value)
+          return updated_node.with_changes(args=args)
+        self.lint(original_node, f'`{keyword}` is a jnp.array: under jit it is a '
+                  'tracer, not a static shape. Pass a tuple of Python ints (or '
+                  'np.array(...)) instead.')
     return updated_node
+
+  def leave_Assign(self, original_node, updated_node):
+    target = cst.Module([]).code_for_node(original_node.targets[0].target)
+    if '.options().' not in target:
+      return updated_node
+    perf_only = re.search(r'\.options\(\)\.(experimental_)?threading\.\w+$', target)
+    self.lint(original_node, f'`{target} = ...` changes a copy: today\'s tf.data '
+              'raises. Set it on `options = tf.data.Options()`, then '
+              '`ds = ds.with_options(options)`' +
+              (' (removed: a threading option, performance only).' if perf_only else '.'))
+    self.counts['tf_data_threading'] += bool(perf_only)
+    return cst.RemoveFromParent() if perf_only else updated_node
 
   def visit_Assign(self, node):
     if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
@@ -270,22 +278,21 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       (self.arrays.add if self.is_array(node.value) else self.arrays.discard)(name)
 
   def visit_For(self, node):
-    self.check_iter(node.iter)
-
-  def visit_CompFor(self, node):
-    self.check_iter(node.iter)
-
-  def check_iter(self, it):
+    it = node.iter
     if self.is_array(it):
       code = cst.Module([]).code_for_node(it)
-      self.lint(it, f'iterating over the jax.Array `{code}` yields 0-d '
-                'jax.Arrays, not NumPy scalars: iterate over '
-                f'np.asarray({code}) (or {code}.tolist()) if the loop needs '
-                'NumPy or Python values.')
+      self.lint(it, f'iterating over the jax.Array `{code}` yields 0-d jax.Arrays, not NumPy '
+                f'scalars: iterate over np.asarray({code}) (or {code}.tolist()) if the '
+                'loop needs NumPy or Python values.')
+
+  visit_CompFor = visit_For
 
 
 def upgrade_source(code):
-  """Upgrades one module's source: returns (new_code, counts, lints)."""
+  """Upgrades one module's source (comments and formatting kept).
+
+  Returns `(new_code, {rule: rewrites}, [(line, instruction), ...])`.
+  """
   command = Upgrade(codemod.CodemodContext())
   new = command.transform_module(cst.parse_module(code)).code
   return new, +command.counts, sorted(command.lints)

@@ -1,9 +1,5 @@
-"""Runtime helpers that keep 2020 JAX code working; `flaxish.upgrade` rewrites to them.
-
-- `jit`: `jax.jit` that also accepts unhashable static arguments (a dict or a
-  list), compared by identity with a warning, as 2020 JAX did.
-- `JaxTestCase`, `check_eq`, `check_close`: the `jax.test_util` helpers that
-  left the public API, on top of `unittest` and `numpy.testing`.
+"""Helpers that keep 2020 JAX code working (`flaxish.upgrade` rewrites to them):
+`jit` as in 2020, and the `jax.test_util` helpers that left the public API.
 """
 import functools
 import unittest
@@ -28,22 +24,13 @@ class _ByIdentity:
     return isinstance(other, _ByIdentity) and other.value is self.value
 
 
-def _hashable(value):
-  try:
-    return hash(value) is not None
-  except TypeError:
-    return False
-
-
 def jit(fun, static_argnums=(), **kwargs):
-  """`jax.jit(fun, static_argnums=..., **kwargs)`, also for unhashable statics.
-
-  A static argument that cannot be hashed (dict, list) is passed by identity:
-  the same object reuses the compiled function, a new object compiles again.
-  It warns once per argument position; pass hashable values (tuples) to avoid it.
+  """`jax.jit` that, like 2020 JAX, passes an unhashable static argument (dict,
+  list) by identity: the same object reuses the compiled function, a new one
+  compiles again. It warns once per argument position.
   """
   static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-  warned = set()
+  warned = set()  # argument positions warned about
 
   def unwrapped(*args, **kw):
     return fun(*(a.value if isinstance(a, _ByIdentity) else a for a in args), **kw)
@@ -55,7 +42,9 @@ def jit(fun, static_argnums=(), **kwargs):
     args = list(args)
     for i in static:
       i = i % len(args) if -len(args) <= i < len(args) else None
-      if i is not None and not _hashable(args[i]):
+      try:
+        hash(args[i] if i is not None else None)
+      except TypeError:
         if i not in warned:
           warned.add(i)
           warnings.warn(
@@ -77,16 +66,15 @@ def _pairs(xs, ys):
   return [(np.asarray(x), np.asarray(y)) for x, y in zip(x_leaves, y_leaves)]
 
 
-def check_eq(xs, ys, err_msg=''):
-  """Asserts two pytrees have the same structure and equal leaves."""
-  for x, y in _pairs(xs, ys):
-    np.testing.assert_array_equal(x, y, err_msg=err_msg)
-
-
 def check_close(xs, ys, atol=1e-6, rtol=1e-6, err_msg=''):
   """Asserts two pytrees have the same structure and leaves within atol/rtol."""
   for x, y in _pairs(xs, ys):
     np.testing.assert_allclose(x, y, atol=atol, rtol=rtol, err_msg=err_msg)
+
+
+def check_eq(xs, ys, err_msg=''):
+  """Asserts two pytrees have the same structure and equal leaves."""
+  check_close(xs, ys, atol=0, rtol=0, err_msg=err_msg)
 
 
 class JaxTestCase(unittest.TestCase):

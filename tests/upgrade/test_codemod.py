@@ -20,6 +20,7 @@ RULES = {
     'jit': {'jit_static_argnums': 3},
     'shape': {'shape_literal': 3},
     'copy': {'array_copy': 2},
+    'tf_data': {'tf_data_threading': 2},
 }
 
 
@@ -60,6 +61,17 @@ def test_shape_lint_names_the_argument():
   assert lints == [(9, '`newshape` is a jnp.array: under jit it is a tracer, '
                     'not a static shape. Pass a tuple of Python ints (or '
                     'np.array(...)) instead.')]
+
+
+def test_tf_data_options_lint():
+  _, _, lints = upgrade_source((FIXTURES / 'tf_data_before.py').read_text())
+  assert [line for line, _ in lints] == [2, 3, 4]
+  assert lints[0][1] == (
+      '`ds.options().experimental_threading.private_threadpool_size = ...` '
+      "changes a copy: today's tf.data raises. Set it on `options = "
+      "tf.data.Options()`, then `ds = ds.with_options(options)` (removed: a "
+      'threading option, performance only).')
+  assert lints[2][1].endswith('`ds = ds.with_options(options)`.')
 
 
 def test_index_op_with_keywords_is_a_lint():
