@@ -15,6 +15,10 @@ Slurm and the like nothing: see docs/distributed.md).
 import os
 import sys
 
+from flaxish import cpu_defaults
+cpu_defaults.apply()  # XLA:CPU settings; before JAX runs anything
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 import jax
@@ -22,10 +26,10 @@ import jax
 # The repository root, so that `examples.imagenet` imports as a package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
-from examples.imagenet import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from examples.imagenet import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from examples.imagenet import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from flaxish import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from examples.imagenet import input_pipeline
+from examples.imagenet import models
+from examples.imagenet import train
+from flaxish import distributed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('dataset', 'imagenet2012', input_pipeline.DATASETS,

@@ -25,10 +25,11 @@ The functions below are meant to be read top to bottom and forked:
 `sync_batch_stats`, `evaluate`, `train_and_evaluate`.
 """
 import functools
+from importlib import metadata
 import itertools
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 from jax import lax
@@ -53,9 +54,54 @@ def half_precision_dtype() -> str:
   return 'float16' if jax.local_devices()[0].platform == 'gpu' else 'bfloat16'
 
 
+# XLA:CPU in jaxlib 0.11 and later miscompiles a bfloat16 YNNPACK fusion that
+# ends in a reduction: this ResNet's outputs come back NaN. Taking `reduce`
+# out of the YNNPACK fusions (in XLA_FLAGS, before JAX starts) avoids it;
+# `flaxish.cpu_defaults.apply()` does that on the jaxlib versions it knows.
+_YNN_FUSION_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+
+
+def _jaxlib_version() -> Tuple[int, int]:
+  major, minor = metadata.version('jaxlib').split('.')[:2]
+  return int(major), int(minor)
+
+
+def ynn_reduce_fusion_off(xla_flags: str) -> bool:
+  """Whether `xla_flags` takes `reduce` out of XLA:CPU's YNNPACK fusions:
+  `-reduce` in the list, or a list of names (no +/- signs) without it."""
+  off = False
+  for token in xla_flags.split():
+    name, _, value = token.partition('=')
+    if name == _YNN_FUSION_FLAG:  # the last one counts
+      items = value.split(',')
+      signed = any(item.startswith(('+', '-')) for item in items)
+      off = '-reduce' in items if signed else 'reduce' not in items
+  return off
+
+
+def check_dtype_on_this_backend(dtype: str) -> None:
+  """Raises ValueError for bfloat16 on a CPU whose XLA miscompiles it (jaxlib
+  0.11 and later, unless XLA_FLAGS takes `reduce` out of YNNPACK fusions)."""
+  if (jnp.dtype(dtype) != jnp.bfloat16 or jax.default_backend() != 'cpu' or
+      _jaxlib_version() < (0, 11) or
+      ynn_reduce_fusion_off(os.environ.get('XLA_FLAGS', ''))):
+    return
+  raise ValueError(
+      f'bfloat16 on CPU: XLA:CPU in jaxlib {metadata.version("jaxlib")} '
+      'miscompiles a bfloat16 YNNPACK fusion ending in a reduction (this '
+      'ResNet computes NaN). Call `from flaxish import cpu_defaults; '
+      'cpu_defaults.apply()` at the top of the script, before JAX starts '
+      '(main.py does), or start it with XLA_FLAGS='
+      f'{_YNN_FUSION_FLAG}=-reduce; or compute in float32.')
+
+
 def create_model(key, model_name: str, num_classes: int, image_size: int,
                  dtype: str = 'float32', cross_replica_bn: bool = False):
-  """A ResNet `nn.Model` (float32 params) and its BatchNorm state."""
+  """A ResNet `nn.Model` (float32 params) and its BatchNorm state.
+
+  Raises ValueError for bfloat16 on a CPU that would miscompile it (see
+  `check_dtype_on_this_backend`)."""
+  check_dtype_on_this_backend(dtype)
   model_def = models.MODELS[model_name].partial(
       num_classes=num_classes, dtype=jnp.dtype(dtype),
       axis_name='batch' if cross_replica_bn else None)

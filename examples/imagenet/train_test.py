@@ -5,6 +5,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import jax
@@ -21,6 +23,9 @@ from flaxish.training import checkpoints
 from flaxish.training import common_utils
 
 tfds = pytest.importorskip('tensorflow_datasets')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 HPARAMS = dict(model_name='ResNet18', learning_rate=0.1, momentum=0.9,
                nesterov=True, weight_decay=1e-4, warmup_epochs=1, seed=0)
@@ -277,25 +282,91 @@ def test_jit_and_pmap_train_like_one_device(tiny_resnet, digits):
     assert result['eval'] == pytest.approx(expected_eval, rel=1e-4)
 
 
+# A run in a fresh process that opts in to flaxish's CPU settings before JAX
+# starts, as main.py does (on jaxlib 0.11+ they keep XLA:CPU from
+# miscompiling bfloat16), on the 8 fake devices of this process's XLA_FLAGS.
+_HALF_PRECISION_RUN = r"""
+import functools, json, sys
+from flaxish import cpu_defaults
+status = cpu_defaults.apply()
+import jax, jax.numpy as jnp
+from examples.imagenet import input_pipeline, models, train
+from flaxish import nn
+models.MODELS['TinyResNet'] = models.ResNet.partial(stage_sizes=(1, 1))
+digits = input_pipeline.load_mnist5k(16, num_train=32, num_test=16)
+result = train.train_and_evaluate(digits, workdir=None, batch_size=16,
+                                  num_epochs=1, **json.loads(sys.argv[1]))
+state, model = result['state'], result['state'].optimizer.target
+with nn.stateful(state.model_state, mutable=False):
+  jaxpr = jax.make_jaxpr(functools.partial(model, train=False))(
+      jnp.zeros((1, 32, 32, 3)))
+print(json.dumps({
+    'status': status.value, 'train': result['train'], 'eval': result['eval'],
+    'param_dtypes': sorted({str(p.dtype) for p in
+                            jax.tree_util.tree_leaves(model.params)}),
+    'scale': state.dynamic_scale and float(state.dynamic_scale.scale),
+    'jaxpr': str(jaxpr)}))
+"""
+
+
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
-def test_half_precision_run(tiny_resnet, digits, dtype):
-  result = train.train_and_evaluate(
-      digits, workdir=None, batch_size=16, num_epochs=1, **tiny_resnet,
-      dtype=dtype)
-  state = result['state']
-  assert np.isfinite(result['train']['loss'])
-  assert np.isfinite(result['eval']['loss'])
-  assert 0. <= result['eval']['accuracy'] <= 1.
-  assert all(p.dtype == jnp.float32 for p in
-             jax.tree_util.tree_leaves(state.optimizer.target.params))
+def test_half_precision_run(tiny_resnet, dtype):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop('FLAXISH_CPU_DEFAULTS', None)
+  proc = subprocess.run(
+      [sys.executable, '-c', _HALF_PRECISION_RUN,
+       json.dumps(dict(tiny_resnet, dtype=dtype))],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  run = json.loads(proc.stdout.splitlines()[-1])
+  assert np.isfinite(run['train']['loss'])
+  assert np.isfinite(run['eval']['loss'])
+  assert 0. <= run['eval']['accuracy'] <= 1.
+  assert run['param_dtypes'] == ['float32']
   # float16 needs loss scaling (the scale starts at 2**16); bfloat16 not.
-  assert (state.dynamic_scale is None) == (dtype == 'bfloat16')
   if dtype == 'float16':
-    assert 2.**10 <= float(state.dynamic_scale.scale) <= 2.**16
+    assert 2.**10 <= run['scale'] <= 2.**16
+  else:
+    assert run['scale'] is None
   # The convolutions compute in `dtype`.
-  model = state.optimizer.target
-  with nn.stateful(state.model_state, mutable=False):
-    jaxpr = str(jax.make_jaxpr(functools.partial(model, train=False))(
-        jnp.zeros((1, 32, 32, 3))))
   short = {'bfloat16': 'bf16', 'float16': 'f16'}[dtype]
-  assert 'conv_general_dilated' in jaxpr and f'{short}[1,16,16,64]' in jaxpr
+  assert 'conv_general_dilated' in run['jaxpr']
+  assert f'{short}[1,16,16,64]' in run['jaxpr']
+
+
+@pytest.mark.parametrize('xla_flags, off', [
+    ('', False),
+    ('--xla_force_host_platform_device_count=8', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=-reduce', True),
+    ('--xla_force_host_platform_device_count=8 '
+     '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce',
+     True),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_convolution', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=reduce,elementwise', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=-reduce '
+     '--xla_cpu_experimental_ynn_fusion_type=+reduce', False),
+])
+def test_ynn_reduce_fusion_off_reads_xla_flags(xla_flags, off):
+  assert train.ynn_reduce_fusion_off(xla_flags) is off
+
+
+def test_bfloat16_on_a_miscompiling_cpu_is_refused(tiny_resnet, monkeypatch):
+  monkeypatch.setattr(train, '_jaxlib_version', lambda: (0, 11))
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+  with pytest.raises(ValueError) as error:
+    train.create_train_state(jax.random.PRNGKey(0), 'TinyResNet', 10, 32,
+                             0.9, True, dtype='bfloat16')
+  message = str(error.value)
+  assert message.startswith('bfloat16 on CPU: XLA:CPU in jaxlib ')
+  assert 'cpu_defaults.apply()' in message
+  assert 'XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce' in message
+  # With the workaround in XLA_FLAGS, or on jaxlib 0.10, it is accepted
+  # (shapes only here: nothing is compiled).
+  monkeypatch.setenv('XLA_FLAGS',
+                     '--xla_cpu_experimental_ynn_fusion_type=-reduce')
+  train.check_dtype_on_this_backend('bfloat16')
+  monkeypatch.setattr(train, '_jaxlib_version', lambda: (0, 10))
+  monkeypatch.delenv('XLA_FLAGS')
+  train.check_dtype_on_this_backend('bfloat16')
+  train.check_dtype_on_this_backend('float16')

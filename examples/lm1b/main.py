@@ -9,15 +9,19 @@ recipe on the King James Bible is in README.md:
 import os
 import sys
 
+from flaxish import cpu_defaults
+cpu_defaults.apply()  # XLA:CPU settings; before JAX runs anything
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 
 # Run as a script: make `examples.lm1b` importable from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
-from examples.lm1b import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from examples.lm1b import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from examples.lm1b import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from examples.lm1b import input_pipeline
+from examples.lm1b import tokenizer as tokenizer_lib
+from examples.lm1b import train
 
 FLAGS = flags.FLAGS
 # Data and tokenizer.
