@@ -3,30 +3,22 @@
     path = checkpoints.save_checkpoint(ckpt_dir, optimizer, step, keep=3)
     optimizer = checkpoints.restore_checkpoint(ckpt_dir, optimizer)
 
-A checkpoint is exactly the file `<ckpt_dir>/<prefix><step>`, `step` an int
-(`str(step)`), plus its sidecar `<prefix><step>.meta`: no other name is ever
-listed, restored or deleted. The data file is plain msgpack, `to_bytes` of
-the target (`msgpack.unpackb`, `serialization.msgpack_restore` and 2020 flax
-read it). The sidecar is one line of JSON with the data's size and CRC-32
-and, last, its own CRC-32:
-
-    {"format":"flaxish.checkpoint","format_version":2,"size":N,"crc32":C,
-     "replaces":null,"check":K}
-
-Saving writes the data to a temp file `.<name>.<host>.<pid>.<random>.tmp`
-and fsyncs it, then writes the sidecar the same way and renames it into
-place (the commit marker), then renames the data onto `<name>` and fsyncs the
-directory. A crash at any moment leaves earlier checkpoints intact; a data
-file counts only if it matches its sidecar (`replaces` is the file an
-overwrite replaces, accepted until the rename). A data file without a sidecar
-(a 2020 checkpoint, or a copy of the data alone) restores unverified, with an
-info message; so do files of format version 1 (a `\\xc1FLXCKPT` header and
-a checksummed footer, no sidecar). Temp files are removed by the process
-that wrote them, or later once provably dead: their owner (same host) is
-gone, or they are older than `STALE_TEMP_SECONDS`. With several processes
-only process 0 writes. Only the standard library touches files.
+A checkpoint is exactly `<ckpt_dir>/<prefix><step>` (`step` an int) plus its
+sidecar `<prefix><step>.meta`; no other name is listed, restored or deleted.
+The data is plain msgpack (`to_bytes`; `msgpack.unpackb` and 2020 flax read
+it). The sidecar, the commit marker, is a JSON line: format, version, the
+data's size and CRC-32, `replaces` (the digest of the file an overwrite
+replaces, accepted until the rename) and its own CRC-32. Saving writes the
+data to a temp file `.<name>.<host>.<pid>.<random>.tmp` and fsyncs it, then
+the sidecar likewise, renames the sidecar and then the data into place, and
+fsyncs the directory: a crash leaves every earlier checkpoint intact. A data
+file without a sidecar (2020 flax, or a copy of the data alone) restores
+unverified; so do files of format version 1 (a `\xc1FLXCKPT` header). Temp
+files are removed by their writer, or later once provably dead (owner gone on
+this host, or older than `STALE_TEMP_SECONDS`). Only process 0 writes.
 """
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +28,6 @@ import struct
 import sys
 import threading
 import time
-import uuid
 import warnings
 import zlib
 from typing import Any, List, Optional, Sequence, Tuple
@@ -53,11 +44,9 @@ from flaxish.serialization.state_dict import (RestoreError, from_state_dict,
 
 __all__ = ['save_checkpoint', 'restore_checkpoint', 'latest_checkpoint',
            'natural_sort', 'AsyncCheckpointer', 'CorruptCheckpointError',
-           'SIGNED_FLOAT_RE', 'UNSIGNED_FLOAT_RE', 'FORMAT_VERSION',
-           'META_SUFFIX', 'STALE_TEMP_SECONDS']
+           'SIGNED_FLOAT_RE', 'UNSIGNED_FLOAT_RE', 'STALE_TEMP_SECONDS']
 
-# Single-group regular expressions for int or float substrings (2020 names):
-# with the sign, and without it (the sign is then a separator).
+# Int or float substrings (2020 names), with the sign or without it.
 SIGNED_FLOAT_RE = re.compile(
     r'([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)')
 UNSIGNED_FLOAT_RE = re.compile(
@@ -70,35 +59,27 @@ _HOST = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname()) or 'host'
 _TEMP_RE = re.compile(r'\..+\.([A-Za-z0-9-]+)\.(\d+)\.[0-9a-f]+\.tmp')
 _log = logging.getLogger(__name__)
 _in_flight = set()  # temp files this process is writing
-_lock = threading.Lock()
 
 def natural_sort(file_list: Sequence[str], signed: bool = True) -> List[str]:
-  """Sorts names with their numbers compared as numbers.
-
-  'ckpt_9' < 'ckpt_10'; numbers may have a decimal point and an exponent
-  ('1.5e3') and, with `signed`, a sign ('file_-0.2' < 'file_0.1').
-  """
+  """Sorts names with numbers (`1.5e3`; a sign only if `signed`) compared as
+  numbers: 'ckpt_9' < 'ckpt_10', 'file_-0.2' < 'file_0.1'."""
   regex = SIGNED_FLOAT_RE if signed else UNSIGNED_FLOAT_RE
   # Text and numbers alternate, so equal positions always hold equal types.
   return sorted(file_list, key=lambda name: [
       float(p) if i % 2 else p for i, p in enumerate(regex.split(name))])
 
 def _step_str(step: Any) -> str:
-  if isinstance(step, (np.ndarray, np.generic, jax.Array)):
+  if isinstance(step, (np.ndarray, np.generic, jax.Array, float)):
     step = np.asarray(step).item()
-  if isinstance(step, float) and step.is_integer():
-    step = int(step)
-  if isinstance(step, bool) or not isinstance(step, int):
-    raise ValueError(f'step={step!r}: a checkpoint is named <prefix><integer '
-                     'step>; pass an int')
-  return str(step)
+    step = int(step) if isinstance(step, float) and step.is_integer() else step
+  if isinstance(step, int) and not isinstance(step, bool):
+    return str(step)
+  raise ValueError(f'step={step!r}: a checkpoint is named <prefix><integer '
+                   'step>; pass an int')
 
 def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
   """(step, path) of every checkpoint with `prefix`, lowest step first."""
-  try:
-    names = os.listdir(ckpt_dir)
-  except (FileNotFoundError, NotADirectoryError):
-    return []
+  names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
   name_re = re.compile(re.escape(prefix) + r'(-?(?:0|[1-9][0-9]*))')
   found = [(int(m.group(1)), os.path.join(ckpt_dir, n)) for n in names
            for m in [name_re.fullmatch(n)] if m]
@@ -106,8 +87,7 @@ def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
 
 def latest_checkpoint(ckpt_dir: str,
                       prefix: str = 'checkpoint_') -> Optional[str]:
-  """The path of the highest-step checkpoint in `ckpt_dir`, or None (names
-  only; `restore_checkpoint` verifies the contents)."""
+  """The highest-step checkpoint's path in `ckpt_dir` (by name), or None."""
   found = _list(os.fspath(ckpt_dir), prefix)
   return found[-1][1] if found else None
 
@@ -121,10 +101,9 @@ def _read_meta(path: str) -> Optional[dict]:
   try:
     meta = json.loads(raw)
     ok = raw == _meta_bytes(meta) and meta['format'] == _FORMAT
-    version = meta['format_version'] if ok else 0
   except (ValueError, KeyError, TypeError, AttributeError):
     ok = False
-  if ok and version > FORMAT_VERSION:
+  if ok and (version := meta['format_version']) > FORMAT_VERSION:
     raise UnsupportedCheckpointError(
         f'checkpoint {path} has format version {version}; this flaxish '
         f'reads versions up to {FORMAT_VERSION}: upgrade flaxish')
@@ -142,20 +121,13 @@ def _meta_bytes(meta: dict) -> bytes:
                     separators=(',', ':')).encode() + b'\n'
 
 def _read_v1(path: str) -> Any:
-  """Format version 1: header, msgpack body, footer with CRC-32s."""
+  """Format version 1: a header, the msgpack body, a footer with CRC-32s."""
   with open(path, 'rb') as f:
-    size = os.fstat(f.fileno()).st_size
-    header = f.read(16)
-    f.seek(max(size - 24, 0))
-    footer = f.read(24)
-    end, body_size, body_crc, meta_crc = struct.unpack('<8sQII', footer)
-    if size < 40 or end != b'FLXCKEND' or body_size + 40 != size or zlib.crc32(
-        footer[:20], zlib.crc32(header)) != meta_crc:
-      raise CorruptCheckpointError(path, 'truncated or damaged (version 1)')
-    f.seek(16)
-    body = f.read(body_size)
-  if zlib.crc32(body) != body_crc:
-    raise CorruptCheckpointError(path, 'damaged (checksum mismatch)')
+    data = f.read()
+  body, footer = data[16:-24], data[-24:].rjust(24, b'\0')
+  if struct.unpack('<8sQII', footer) != (b'FLXCKEND', len(body), zlib.crc32(
+      body), zlib.crc32(footer[:20], zlib.crc32(data[:16]))):
+    raise CorruptCheckpointError(path, 'truncated or damaged (version 1)')
   return msgpack_restore(body)
 
 def _read(path: str) -> Any:
@@ -172,7 +144,7 @@ def _read(path: str) -> Any:
                                 meta['replaces'] or (-1, -1)])
 
 def _fsync_dir(path: str) -> None:
-  if os.name == 'posix':
+  if os.name == 'posix':  # makes the renames durable
     fd = os.open(path, os.O_RDONLY)
     try:
       os.fsync(fd)
@@ -180,32 +152,28 @@ def _fsync_dir(path: str) -> None:
       os.close(fd)
 
 def _is_dead(name: str, path: str) -> bool:
-  """Whether the temp file `name` belongs to no running save."""
-  m = _TEMP_RE.fullmatch(name)
+  m = _TEMP_RE.fullmatch(name)  # a temp file of no running save?
   if m and m.group(1) == _HOST and os.name == 'posix':
     pid = int(m.group(2))
     if pid == os.getpid():
-      with _lock:
-        return path not in _in_flight
+      return path not in _in_flight
     try:
       os.kill(pid, 0)  # signal 0: only asks whether it exists
     except ProcessLookupError:
       return True
-    except OSError:
-      pass
+    except PermissionError:
+      return False
   try:
     return time.time() - os.stat(path).st_mtime > STALE_TEMP_SECONDS
   except OSError:
     return False
 
-def _clean_up(ckpt_dir: str, prefix: str, keep: Optional[int],
-              saved: str) -> None:
+def _clean_up(ckpt_dir: str, prefix: str, keep: int, saved: str) -> None:
   """Removes dead temp files, then all but the `keep` highest steps."""
   for name in os.listdir(ckpt_dir):
-    path = os.path.join(ckpt_dir, name)
     if name.startswith('.' + prefix) and name.endswith('.tmp') and _is_dead(
-        name, path):
-      _remove(path)
+        name, os.path.join(ckpt_dir, name)):
+      _remove(os.path.join(ckpt_dir, name))
   found = _list(ckpt_dir, prefix)
   for _, path in found[:-keep] if keep else []:
     _remove(path)
@@ -220,21 +188,18 @@ def _clean_up(ckpt_dir: str, prefix: str, keep: Optional[int],
 def _remove(path: str) -> None:
   try:
     os.remove(path)
-  except FileNotFoundError:
-    pass
   except OSError as e:
-    _log.warning('could not remove %s: %s', path, e)
+    if not isinstance(e, FileNotFoundError):
+      _log.warning('could not remove %s: %s', path, e)
 
 def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
   """Checks the step's name; returns the `replaces` entry of the sidecar."""
   if not os.path.lexists(path):
     return None
-  if overwrite:
-    try:
-      meta = _read_meta(path)
-    except (CorruptCheckpointError, UnsupportedCheckpointError):
-      meta = None
-    return [meta['size'], meta['crc32']] if meta else None
+  if overwrite:  # the sidecar also accepts the old data until the rename
+    with contextlib.suppress(ValueError, TypeError):  # none, or damaged
+      return [(meta := _read_meta(path))['size'], meta['crc32']]
+    return None
   try:
     _read(path)
   except CorruptCheckpointError as e:
@@ -250,14 +215,13 @@ def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
 
 def _write_temp(path: str, write, temps: List[str]) -> Any:
   tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.'
-                     f'{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp')
+                     f'{_HOST}.{os.getpid()}.{os.urandom(6).hex()}.tmp')
   temps.append(tmp)
-  with _lock:
-    _in_flight.add(tmp)
+  _in_flight.add(tmp)  # (set operations are atomic)
   with open(tmp, 'xb') as f:
     result = write(f)
     f.flush()
-    os.fsync(f.fileno())
+    os.fsync(f.fileno())  # the data is on disk before any rename
   return tmp, result
 
 def _write_atomically(state: Any, path: str, prefix: str,
@@ -282,17 +246,9 @@ def _write_atomically(state: Any, path: str, prefix: str,
   finally:
     for tmp in temps:
       _remove(tmp)
-      with _lock:
-        _in_flight.discard(tmp)
+      _in_flight.discard(tmp)
   _log.info('saved checkpoint %s', path)
   _clean_up(ckpt_dir, prefix, keep, path)
-
-def _gather_collectives(state: Any) -> None:
-  """On processes other than 0: join the gathers process 0 makes."""
-  for leaf in jax.tree_util.tree_leaves(state):
-    if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or
-                                            leaf.is_fully_replicated):
-      to_numpy(leaf)
 
 def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
            keep: Optional[int], overwrite: bool):
@@ -302,10 +258,12 @@ def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
                      'int; 0 or None keeps them all)')
   path = os.path.join(os.fspath(ckpt_dir), f'{prefix}{_step_str(step)}')
   state = to_state_dict(target)
-  if jax.process_index() != 0:
-    _gather_collectives(state)
+  if jax.process_index() != 0:  # join the gathers that process 0 makes
+    for leaf in jax.tree_util.tree_leaves(state):
+      if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
+        to_numpy(leaf)
     return path, None
-  if os.path.lexists(path) and not overwrite:
+  if not overwrite:
     _prepare(path, overwrite)  # fails early, before writing anything
   return path, state
 
@@ -317,21 +275,16 @@ def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
   Arguments:
     ckpt_dir: the directory (created if needed).
     target: what to save (Model, Optimizer, dict of arrays, ...).
-    step: the step, an int (it names the file).
+    step: the step, an int.
     prefix: the file name prefix (default 'checkpoint_').
-    keep: how many checkpoints to keep, the highest steps (default 1; 0 or
-      None keeps all).
+    keep: how many of the highest steps to keep (default 1; 0 or None: all).
     overwrite: replace a valid checkpoint of this step (default False: an
-      error). A corrupt or incomplete one is always replaced, with a
-      warning, and kept as `<name>.corrupt`.
-  Returns:
-    The path. Only process 0 writes; the others return the same path at
-    once (after joining gathers of arrays split across processes, so every
-    process must call this). Before reading the file back in the same run,
-    call `jax.experimental.multihost_utils.sync_global_devices` everywhere.
-  Raises:
-    ValueError: the checkpoint exists and `overwrite` is False.
-    OSError: writing failed (e.g. ENOSPC); names the path and directory.
+      error); a corrupt or incomplete one is replaced with a warning and
+      kept as `<name>.corrupt`.
+  Returns the path. Every process must call this (arrays split over
+  processes are gathered); only process 0 writes, the others return at once.
+  Raises ValueError if the checkpoint exists, OSError (naming the path and
+  the directory) if writing failed.
   """
   path, state = _start(ckpt_dir, target, step, prefix, keep, overwrite)
   if state is not None:
@@ -347,15 +300,18 @@ def _read_newest(ckpt_dir: str, prefix: str):
       failures.append(e)
       continue
     if failures:
-      warnings.warn('skipped corrupt or incomplete checkpoint(s): ' + '; '.join(
-          f'{e.path} ({e.reason})' for e in failures) + f'. Restored the '
-                    f'newest intact one, {path}.', stacklevel=3)
+      warnings.warn(f'skipped corrupt or incomplete checkpoint(s): '
+                    f'{_reasons(failures)}. Restored the newest intact one, '
+                    f'{path}.', stacklevel=3)
     return path, state
   if failures:
     raise CorruptCheckpointError(ckpt_dir, f'all {len(found)} checkpoints with '
-                                 f'prefix "{prefix}" are corrupt: ' + '; '.join(
-                                     f'{e.path} ({e.reason})' for e in failures))
+                                 f'prefix "{prefix}" are corrupt: '
+                                 f'{_reasons(failures)}')
   return None, None
+
+def _reasons(failures: List[CorruptCheckpointError]) -> str:
+  return '; '.join(f'{e.path} ({e.reason})' for e in failures)
 
 def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
                        prefix: str = 'checkpoint_', *, strict: bool = True,
@@ -365,19 +321,16 @@ def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
   Arguments:
     ckpt_dir: the directory, or the path of one checkpoint file.
     target: gives the structure, shapes and dtypes (None: the raw state).
-    step: the step (`step=0` restores step 0); None takes the newest intact
-      checkpoint, skipping corrupt or incomplete newer ones with a warning.
+    step: the step (`step=0` restores step 0); None: the newest intact one,
+      skipping corrupt or incomplete newer ones with a warning.
     prefix: the file name prefix (default 'checkpoint_').
-    strict: see `from_state_dict` (default True: any difference raises one
-      error listing them all; False returns `(restored, skipped)`).
-    must_exist: raise if there is nothing to restore (default False: with
-      `step=None`, return `target`; a missing directory logs a warning).
-  Raises:
-    ValueError: no checkpoint for the given `step`.
-    FileNotFoundError: (`must_exist`) no directory or no checkpoint.
-    CorruptCheckpointError: the checkpoint (`step=None`: every one) is
-      damaged or incomplete; the message names the file.
-    RestoreError: (strict) the checkpoint does not match `target`.
+    strict: see `from_state_dict` (default True).
+    must_exist: raise FileNotFoundError if there is nothing to restore
+      (default False: with `step=None`, return `target`; a missing directory
+      logs a warning).
+  Raises ValueError (no checkpoint for `step`), CorruptCheckpointError (the
+  checkpoint, or with `step=None` every one, is damaged; names the file),
+  RestoreError (strict: it does not match `target`).
   """
   ckpt_dir = os.fspath(ckpt_dir)
   if os.path.isfile(ckpt_dir):
@@ -418,12 +371,11 @@ def _wait_at_exit() -> None:
       checkpointer.wait()
     except BaseException as e:  # pylint: disable=broad-except
       failed = True
-      _log.error('%s; exiting with status 1', ' '.join(
-          [str(e)] + getattr(e, '__notes__', [])))
+      _log.error('%s; exiting with status 1', ' '.join([str(e), *e.__notes__]))
   if failed:
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-      stream.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
 
 class AsyncCheckpointer:
@@ -435,17 +387,14 @@ class AsyncCheckpointer:
         checkpointer.save(ckpt_dir, optimizer, step, keep=3)
       checkpointer.close()  # waits for the last save
 
-  `save` takes `save_checkpoint`'s arguments and returns once the arrays
-  are copied to host memory; it first waits for the previous save. A failed
-  background save is logged at once and raised by the next `save`, `wait`
-  or `close`; if none comes, the process waits for it at exit, logs it and
-  exits with status 1. Also a context manager.
+  `save` takes `save_checkpoint`'s arguments, waits for the previous save
+  and returns once the arrays are copied to the host. A failed save is logged
+  and raised by the next `save`, `wait` or `close`; without one, the process
+  logs it at exit and exits with status 1. Also a context manager.
   """
 
   def __init__(self):
-    self._thread: Optional[threading.Thread] = None
-    self._error: Optional[BaseException] = None
-    self._closed = False
+    self._thread, self._error, self._closed = None, None, False
 
   def save(self, ckpt_dir: str, target: Any, step: Any,
            prefix: str = 'checkpoint_', keep: Optional[int] = 1,
@@ -460,8 +409,7 @@ class AsyncCheckpointer:
           lambda x: np.array(to_numpy(x)) if isinstance(
               x, (np.ndarray, jax.Array)) else x, state)
       self._thread = threading.Thread(
-          target=self._run, args=(state, path, prefix, keep, overwrite),
-          name=f'flaxish-save-{os.path.basename(path)}')
+          target=self._run, args=(state, path, prefix, keep, overwrite))
       _pending.add(self)
       self._thread.start()
     return path
