@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
+from flaxish import traverse_util
+
 __all__ = ['replicate', 'unreplicate', 'replicate_leaves',
            'unreplicate_leaves', 'pmean', 'prefetch_to_device', 'scan_in_dim',
            'partial_eval_by_shape', 'parse_input_spec', 'is_shape']
@@ -225,7 +227,7 @@ def prefetch_to_device(iterator: Iterable[Any], size: int,
     for path, x in jax.tree_util.tree_leaves_with_path(batch):
       if np.ndim(x) == 0 or np.shape(x)[0] != n:
         raise ValueError(
-            f'prefetch_to_device: leaf {jax.tree_util.keystr(path)} has '
+            f'prefetch_to_device: leaf {traverse_util.path_str(path)} has '
             f'shape {np.shape(x)} but its leading axis must be the number of '
             f'devices ({n}); reshape each batch with common_utils.shard first')
     return jax.device_put(batch, sharding)

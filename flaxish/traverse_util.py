@@ -30,7 +30,7 @@ __all__ = [
     'flatten_dict', 'unflatten_dict', 'empty_node', 'Traversal',
     'TraverseId', 't_identity', 'TraverseMerge', 'TraverseCompose',
     'TraverseFilter', 'TraverseAttr', 'TraverseItem', 'TraverseEach',
-    'TraverseTree'
+    'TraverseTree', 'path_str'
 ]
 
 
@@ -42,6 +42,24 @@ class _EmptyNode:
 
 
 empty_node = _EmptyNode()
+
+
+def path_str(keys: Iterable[Any]) -> str:
+  """A tree path as messages show it: `'/Dense_0/kernel'`, the root `'/'`.
+
+  Arguments:
+    keys: dict keys, indices or `jax.tree_util` key-path entries. Keys that
+      are empty or contain '/' are quoted.
+  """
+  parts = []
+  for k in keys:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(k, attr):
+        k = getattr(k, attr)
+        break
+    k = str(k)
+    parts.append(repr(k) if not k or '/' in k else k)
+  return '/' + '/'.join(parts)
 
 
 def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,

@@ -73,7 +73,7 @@ def test_prefetch_to_device():
 
 def test_prefetch_to_device_rejects_unsharded_batch():
   it = jax_utils.prefetch_to_device(iter([{'x': np.zeros((16, 2))}]), 1)
-  with pytest.raises(ValueError, match=r"leaf \['x'\] has shape \(16, 2\) "
+  with pytest.raises(ValueError, match=r'leaf /x has shape \(16, 2\) '
                      'but its leading axis must be the number of devices '
                      r'\(8\); reshape each batch with common_utils.shard'):
     next(it)

@@ -2,6 +2,7 @@
 import collections
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -187,3 +188,13 @@ def test_set_count_mismatch_raises():
 def test_each_on_unsupported_type():
   with pytest.raises(TypeError, match='each\\(\\) needs a list'):
     t_identity.each().update(lambda x: x, 3)
+
+
+def test_path_str_formats_every_kind_of_key():
+  tree = {'Dense_0': {'kernel': 1}, 'a/b': [2, (3,)], '': 4}
+  paths = [traverse_util.path_str(p) for p, _ in
+           jax.tree_util.tree_leaves_with_path(tree)]
+  assert sorted(paths) == sorted(["/''", '/Dense_0/kernel', "/'a/b'/0",
+                                  "/'a/b'/1/0"])
+  assert traverse_util.path_str([]) == '/'
+  assert traverse_util.path_str(['params', 3, 'bias']) == '/params/3/bias'

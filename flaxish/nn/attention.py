@@ -30,9 +30,8 @@ from flaxish import jax_utils
 from flaxish import struct
 from flaxish.nn import initializers
 from flaxish.nn import stochastic
-from flaxish.nn import _layer_utils as utils
+from flaxish.nn import _util as utils
 from flaxish.nn.linear import DenseGeneral, default_kernel_init
-from flaxish.nn._util import is_tracer
 from flaxish.nn.modules import Module
 from flaxish.nn.collection import Collection
 
@@ -536,7 +535,7 @@ class MultiHeadDotProductAttention(Module):
     length = int(np.prod(attn_shape))
     i = entry.i
     overflow = None
-    if is_tracer(i):
+    if utils.is_tracer(i):
       overflow = i >= length
     elif int(i) >= length:
       raise ValueError(

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxish.nn import initializers
-from flaxish.nn import _layer_utils as utils
+from flaxish.nn import _util as utils
 from flaxish.nn.modules import Module, module_method
 
 __all__ = ['Dense', 'DenseGeneral', 'Conv', 'ConvTranspose', 'Embed',

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from flaxish import jax_utils
 from flaxish import struct
+from flaxish import traverse_util
 from flaxish.nn import collection as collection_lib
 from flaxish.nn import frame as frame_lib
 from flaxish.nn import stochastic as stochastic_lib
@@ -329,7 +330,7 @@ class Module:
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
       if is_tracer(leaf):
         raise ValueError(
-            f'parameter {jax.tree_util.keystr(path)} depends on the inputs '
+            f'parameter {traverse_util.path_str(path)} depends on the inputs '
             '(data-dependent initialization), so init_by_shape cannot '
             f'compute it: use {cls.__name__}.init(rng, inputs) instead')
     return y, params

@@ -11,7 +11,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from flaxish.nn import initializers
-from flaxish.nn import _layer_utils as utils
+from flaxish.nn import _util as utils
 from flaxish.nn.modules import Module
 from flaxish.nn.collection import Collection
 

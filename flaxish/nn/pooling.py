@@ -11,8 +11,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxish.nn import _layer_utils as utils
-from flaxish.nn._util import is_tracer
+from flaxish.nn import _util as utils
 
 __all__ = ['pool', 'max_pool', 'avg_pool']
 
@@ -67,7 +66,7 @@ def pool(inputs: Array, init: Any, reduce_fn: Callable[[Array, Array], Array],
               "empty; use a smaller window, padding='SAME', or pad the input")
     if not isinstance(padding, str):
       padding = ((0, 0),) + tuple(padding) + ((0, 0),)
-    if is_tracer(init):
+    if utils.is_tracer(init):
       init = init.astype(inputs.dtype)
     else:  # a concrete init lets JAX differentiate max/add windows
       init = np.array(init, dtype=inputs.dtype)

@@ -7,6 +7,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxish import traverse_util
+
 __all__ = ['shard', 'shard_prng_key', 'onehot', 'stack_forest',
            'get_metrics']
 
@@ -28,7 +30,7 @@ def shard(xs: Any) -> Any:
   def split(path, x):
     shape = np.shape(x)
     if not shape or shape[0] % n:
-      where = jax.tree_util.keystr(path) or 'the input'
+      where = traverse_util.path_str(path) if path else 'the input'
       raise ValueError(
           f'shard: the batch dimension of {where} (shape {shape}) is not '
           f'divisible by the {n} local devices; use a batch size that is a '

@@ -362,7 +362,7 @@ def test_init_by_shape_rejects_data_dependent_initialization():
       return self.param('scale', None, lambda key, _: x.std(0))
 
   DataInit.init(jax.random.PRNGKey(0), X)  # fine with real inputs
-  with pytest.raises(ValueError, match='depends on the inputs'):
+  with pytest.raises(ValueError, match='parameter /scale depends on the inputs'):
     DataInit.init_by_shape(jax.random.PRNGKey(0), [(3, 5)])
 
 

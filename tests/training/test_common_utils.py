@@ -16,7 +16,7 @@ def test_shard():
 
 
 def test_shard_not_divisible():
-  with pytest.raises(ValueError, match=r"batch dimension of \['label'\] "
+  with pytest.raises(ValueError, match=r'batch dimension of /label '
                      r'\(shape \(10,\)\) is not divisible by the 8 local '
                      'devices; use a batch size that is a multiple of 8'):
     common_utils.shard({'label': np.zeros(10)})
