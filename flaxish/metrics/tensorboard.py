@@ -88,20 +88,35 @@ def _tensor(tensor: Any, tag: str) -> dict:
               tensor_content=content.tobytes())
 
 
+def _unbuffered_record_writer(path: str):
+  """tensorboardX's RecordWriter (TFRecord framing and CRCs) writing through
+  an unbuffered file: each record reaches the OS when written. Its `flush()`
+  fsyncs."""
+
+  class Unbuffered(_tbx().record_writer.RecordWriter):
+
+    def __init__(self, path):
+      super().__init__(path)
+      self._writer.close()
+      self._writer = open(path, 'ab', buffering=0)  # pylint: disable=consider-using-with
+
+  return Unbuffered(path)
+
+
 class SummaryWriter:
   """Writes summaries to a new file in `log_dir` (created if missing),
-  `events.out.tfevents.<unix time>.<hostname>.<pid>.<n>`. Each call writes
-  one record and syncs it to disk before it returns. ImportError if
-  tensorboardX or Pillow is not installed."""
+  `events.out.tfevents.<unix time>.<hostname>.<pid>.<n>`. Each call hands
+  its record to the OS before it returns, so readers see it at once;
+  `flush()` also syncs the file to disk. ImportError if tensorboardX or
+  Pillow is not installed."""
 
   def __init__(self, log_dir):
-    record_writer = _tbx().record_writer
     self.log_dir = os.fspath(log_dir)
     os.makedirs(self.log_dir, exist_ok=True)
     self.path = os.path.join(self.log_dir, 'events.out.tfevents.'
                              f'{int(time.time()):010d}.{socket.gethostname()}'
                              f'.{os.getpid()}.{next(_FILE_IDS)}')
-    self._writer = record_writer.RecordWriter(self.path)
+    self._writer = _unbuffered_record_writer(self.path)
     self._lock = threading.Lock()  # One record at a time from any thread.
     self._finalizer = weakref.finalize(self, self._writer.close)
     self._event(file_version='brain.Event:2')
@@ -116,7 +131,6 @@ class SummaryWriter:
     event = _tbx().proto.event_pb2.Event(wall_time=time.time(), **fields)
     with self._lock:
       self._writer.write(event.SerializeToString())
-      self._writer.flush()
 
   def _write(self, tag: str, step: Any, values: list):
     if not isinstance(tag, str) or not tag:
@@ -236,7 +250,7 @@ class SummaryWriter:
                metadata)
 
   def flush(self):
-    """Syncs the file to disk (each record already is); raises once closed."""
+    """Syncs the file to disk; raises once closed."""
     self._check_open()
     self._writer.flush()
 

@@ -335,6 +335,19 @@ def test_hparams(writer):
   assert info.hparams['model.act'].string_value == 'None'
 
 
+def test_records_reach_the_os_at_once_and_flush_syncs(tmp_path, monkeypatch):
+  synced = []
+  monkeypatch.setattr(os, 'fsync', synced.append)
+  writer = SummaryWriter(tmp_path)
+  writer.scalar('a', 1., 1)
+  size = os.path.getsize(writer.path)
+  writer.scalar('a', 2., 2)
+  assert os.path.getsize(writer.path) > size and not synced
+  writer.flush()
+  assert len(synced) == 1
+  writer.close()
+
+
 def test_flush_close_and_garbage_collection(tmp_path):
   with SummaryWriter(tmp_path) as writer:
     writer.scalar('a', 1., 1)
