@@ -3,11 +3,7 @@
 `flatten_dict` / `unflatten_dict` convert between nested dicts and flat dicts
 keyed by paths. A `Traversal` selects parts of a (possibly nested) value and
 can read them (`iterate`), transform them (`update`) or replace them (`set`),
-always returning new objects and leaving the input untouched::
-
-  t = t_identity['params'].each().filter(lambda x: x > 0)
-  list(t.iterate({'params': [1, -2, 3]}))          # [1, 3]
-  t.update(lambda x: -x, {'params': [1, -2, 3]})   # {'params': [-1, -2, -3]}
+always returning new objects and leaving the input untouched.
 
 Traversals compose: `t['key']` (dict items, list/tuple indices or slices,
 namedtuple fields), `t.attr` (attributes of dataclasses, namedtuples and
@@ -47,19 +43,14 @@ empty_node = _EmptyNode()
 def path_str(keys: Iterable[Any]) -> str:
   """A tree path as messages show it: `'/Dense_0/kernel'`, the root `'/'`.
 
-  Arguments:
-    keys: dict keys, indices or `jax.tree_util` key-path entries. Keys that
-      are empty or contain '/' are quoted.
+  `keys` are dict keys, indices or `jax.tree_util` key-path entries; a key
+  that is empty or contains '/' is quoted.
   """
-  parts = []
-  for k in keys:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(k, attr):
-        k = getattr(k, attr)
-        break
-    k = str(k)
-    parts.append(repr(k) if not k or '/' in k else k)
-  return '/' + '/'.join(parts)
+  def part(k):
+    k = str(next((getattr(k, attr) for attr in ('key', 'name', 'idx')
+                  if hasattr(k, attr)), k))
+    return repr(k) if not k or '/' in k else k
+  return '/' + '/'.join(part(k) for k in keys)
 
 
 def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,
@@ -100,14 +91,8 @@ def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,
 
 
 def unflatten_dict(xs: Dict, sep: Optional[str] = None) -> Dict:
-  """Inverse of `flatten_dict`: builds a nested dict from `{path: leaf}`.
-
-  Arguments:
-    xs: a flat dict whose keys are tuples of keys (or `sep`-joined strings).
-    sep: the separator used to split string keys (default: keys are tuples).
-  Returns:
-    A nested dict; `empty_node` leaves become empty dicts.
-  """
+  """Inverse of `flatten_dict`: a nested dict from `{path: leaf}` (tuple
+  keys, or strings split at `sep`); `empty_node` leaves become empty dicts."""
   out = {}
   for path, value in xs.items():
     if sep is not None:
@@ -148,9 +133,8 @@ class Traversal(abc.ABC):
         raise ValueError(
             f'Traversal.set: got {len(values)} values but the traversal '
             'selects more parts; pass one value per selected part')
-      value = values[count]
       count += 1
-      return value
+      return values[count - 1]
 
     result = self.update(take, inputs)
     if count != len(values):
@@ -299,9 +283,8 @@ class TraverseItem(Traversal):
                  else [key])
       for i in indices:
         items[i] = fn(items[i])
-      if _is_namedtuple(inputs):
-        return type(inputs)(*items)
-      return type(inputs)(items)
+      return (type(inputs)(*items) if _is_namedtuple(inputs)
+              else type(inputs)(items))
     raise TypeError(f'cannot set item {key!r} of a {type(inputs).__name__}')
 
   def iterate(self, inputs):

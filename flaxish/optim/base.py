@@ -16,6 +16,7 @@ from flaxish import jax_utils
 from flaxish import serialization
 from flaxish import struct
 from flaxish import traverse_util
+from flaxish.traverse_util import path_str
 
 __all__ = ['OptimizerState', 'OptimizerDef', 'Optimizer',
            'ReplicatedOptimizer', 'MultiOptimizer', 'ModelParamTraversal',
@@ -65,14 +66,6 @@ def cast_like(x: Any, ref: Any) -> Any:
 def is_static_zero(x: Any) -> bool:
   """True if `x` is a Python number equal to 0 (so work can be skipped)."""
   return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
-
-
-def path_str(keypath: Sequence[Any]) -> str:
-  """Formats a `jax.tree_util` key path as `'/a/0/kernel'`."""
-  def part(k):
-    return next((str(getattr(k, attr)) for attr in ('key', 'name', 'idx')
-                 if hasattr(k, attr)), str(k))
-  return '/' + '/'.join(part(k) for k in keypath)
 
 
 def _children(x):

@@ -6,14 +6,17 @@ import jax
 
 from flaxish import serialization
 from flaxish import traverse_util
-from flaxish.optim.base import OptimizerDef, OptimizerState, path_str
+from flaxish.optim.base import OptimizerDef, OptimizerState
+from flaxish.traverse_util import path_str
 
 __all__ = ['tree_to_state_dict', 'tree_from_state_dict',
            'TreeStateOptimizerDef']
 
 
 def _key_parts(keypath):
-  return path_str(keypath)[1:].split('/') if keypath else []
+  parts = [str(next((getattr(k, a) for a in ('key', 'name', 'idx')
+                     if hasattr(k, a)), k)) for k in keypath]
+  return '/'.join(parts).split('/') if parts else []
 
 
 def tree_to_state_dict(tree: Any) -> Dict[str, Any]:
