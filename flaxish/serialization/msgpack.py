@@ -118,12 +118,13 @@ class _Writer:
       raise TypeError(f'cannot serialize the array at {path or "/"}: its '
                       f'dtype {arr.dtype} is not numeric; convert it first')
     arr = np.ascontiguousarray(arr, arr.dtype.newbyteorder('=')).reshape(
-        arr.shape)
+        arr.shape)  # (ascontiguousarray makes scalars 1-D)
     if arr.nbytes <= MAX_CHUNK_SIZE:
       return self._ndarray(arr, NPSCALAR if isinstance(x, np.generic) else
                            NDARRAY)
-    flat, per = arr.reshape(-1), max(1, MAX_CHUNK_SIZE // arr.itemsize)
-    starts, pack = range(0, flat.size, per), self.p.pack
+    flat, pack = arr.reshape(-1), self.p.pack  # in pieces of <= 64 MiB:
+    per = max(1, min(MAX_CHUNK_SIZE, 2**26) // arr.itemsize)  # less memory
+    starts = range(0, flat.size, per)
     self.write(self.p.pack_map_header(3) + pack(CHUNKED_MARKER) + pack(True) +
                pack('shape') + pack({str(i): d for i, d in enumerate(
                    arr.shape)}) + pack('chunks') +
@@ -205,8 +206,7 @@ def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
 
 def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   """The msgpack bytes of a tree of dicts, lists, scalars, arrays."""
-  del in_place
-  out = io.BytesIO()
+  out = io.BytesIO()  # (`in_place` is ignored)
   _Writer(out.write).pack(pytree)
   return out.getvalue()
 
