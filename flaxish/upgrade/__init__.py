@@ -1,6 +1,4 @@
 """Upgrade 2020 flax / JAX code: `python -m flaxish.upgrade --write PATH...`.
-
-`codemod` holds the LibCST rewrite (extra `upgrade`); `compat` the runtime
-helpers rewritten code may use (no LibCST). See docs/migration.md.
-"""
+`codemod` is the LibCST rewrite (extra `upgrade`), `compat` the runtime helpers
+rewritten code may use (no LibCST). See docs/migration.md."""
 __all__ = []

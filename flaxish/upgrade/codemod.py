@@ -35,6 +35,8 @@ NAMES = {
     **{f'jax.test_util.{n}': ('test_util', f'flaxish.upgrade.compat.{n}')
        for n in ('JaxTestCase', 'check_eq', 'check_close')},
     'jax.jit': (None, 'flaxish.upgrade.compat.jit'),  # only with static_argnums
+    **{f'flax.training.common_utils.{n}': ('common_utils', f'jax.lax.{n}')  # gone in 0.2
+       for n in ('pmean', 'psum')},
 }
 
 # jax.ops.index_<op>(x, idx, y) -> x.at[idx].<method>(y).
@@ -72,9 +74,8 @@ def _rename_module(name):
 
 
 def _paren(expr):
-  if isinstance(expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or expr.lpar:
-    return expr
-  return expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+  atom = isinstance(expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or expr.lpar
+  return expr if atom else expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 _dotted = cst.parse_expression
@@ -152,10 +153,8 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
         self.counts['modules' if qual not in NAMES else NAMES[qual][0]] += 1
         changed = True
       groups.setdefault(new_module, []).append(new_alias)
-    if not changed:
-      return updated_node
-    if not groups:
-      return cst.RemoveFromParent()
+    if not (changed and groups):
+      return cst.RemoveFromParent() if changed else updated_node
     nodes = [updated_node.with_changes(module=_dotted(mod), names=aliases[:-1] + [
         aliases[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)])
              for mod, aliases in groups.items()]
@@ -204,6 +203,9 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       return updated_node.with_changes(
           func=self.expr_for(original_node.func, 'jax.random.permutation'),
           args=args + [cst.Arg(cst.Name('True'), keyword=cst.Name('independent'), equal=_EQ)])
+    if qual.startswith('flax.training.common_utils.p') and len(args) == 1:  # axis_name='batch'
+      return updated_node.with_changes(args=[args[0].with_changes(comma=_COMMA),
+                                             cst.Arg(cst.SimpleString("'batch'"))])
     if qual == 'jax.lax.tie_in' and len(args) == 2:
       self.counts['tie_in'] += 1
       return _paren(args[1].value)

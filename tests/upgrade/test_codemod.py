@@ -21,6 +21,7 @@ RULES = {
     'shape': {'shape_literal': 3},
     'copy': {'array_copy': 2},
     'tf_data': {'tf_data_threading': 2},
+    'common_utils': {'common_utils': 2, 'modules': 1},
 }
 
 
