@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 import jax
 import numpy as np
 
+from flaxish.traverse_util import path_str
+
 __all__ = ['to_state_dict', 'from_state_dict', 'register_serialization_state',
            'is_registered', 'RestoreProblem', 'RestoreError', 'join_path']
 
@@ -25,13 +27,11 @@ _KINDS = (np.bool_, np.signedinteger, np.unsignedinteger, np.floating,
 _KEY = jax.dtypes.prng_key
 
 def join_path(path: str, key: Any) -> str:
-  """`path` + '/' + `key` ('' is the root); keys with '/' are quoted."""
-  key = str(key)
-  return f'{path}/{repr(key) if not key or "/" in key else key}'
+  """`path` ('' is the root) extended by `key`, as `path_str` writes it."""
+  return path + path_str([key])
 
 class RestoreProblem(NamedTuple):
-  """A difference at `path` ('/' the root): `kind` 'missing', 'unexpected'
-  or 'mismatch', a `message`, the file's `value`."""
+  """A difference at `path`: `kind` 'missing', 'unexpected' or 'mismatch'."""
   path: str
   kind: str
   message: str
