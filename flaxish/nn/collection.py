@@ -115,10 +115,7 @@ class Collection:
   @contextlib.contextmanager
   def mutate(self) -> Iterator['Collection']:
     """Yields a mutable copy; it becomes immutable when the block exits."""
-    new = type(self).__new__(type(self))
-    new.state = dict(self.state)
-    new._anchor = self._anchor
-    new._unnamed_root = None
+    new = self.replace_state(self.state)
     new._trace_state = trace_state()
     new._mutable = True
     try:
@@ -170,8 +167,8 @@ def iterate_collection(collection: Collection):
 def collection_from_iterable(meta, state) -> Collection:
   """The 2020 unflatten, the inverse of `iterate_collection`."""
   cls, anchor = meta
-  (state,) = state
-  return _unflatten((tuple(state), anchor), tuple(state.values()), cls=cls)
+  return _unflatten((tuple(state[0]), anchor), tuple(state[0].values()),
+                    cls=cls)
 
 
 def _collection_to_state(collection: Collection) -> Dict[str, Any]:
@@ -179,12 +176,10 @@ def _collection_to_state(collection: Collection) -> Dict[str, Any]:
 
 
 def _collection_from_state(target: Collection, state: Dict[str, Any]):
-  restored = {}
-  for path, value in state.items():
-    restored[path] = (from_state_dict(target.state[path], value)
-                      if path in target.state else value)
-  return _unflatten((tuple(restored), target._anchor),  # pylint: disable=protected-access
-                    tuple(restored.values()), cls=type(target))
+  return target.replace_state({
+      path: (from_state_dict(target.state[path], value)
+             if path in target.state else value)
+      for path, value in state.items()})
 
 
 register_serialization_state(Collection, _collection_to_state,
