@@ -21,20 +21,15 @@ Array = Any
 Initializer = Callable[..., Array]
 
 
-# Paths of the BatchNorm modules already warned about statistics that are
-# never updated (outside `nn.stateful()`, no `batch_stats`).
-_WARNED_UNTRACKED = set()
-
-
 def _warn_untracked(path: str) -> None:
-  if path not in _WARNED_UNTRACKED:
-    _WARNED_UNTRACKED.add(path)
-    warnings.warn(
-        f'{path}: BatchNorm(use_running_average=False) is called outside '
-        '`nn.stateful()` and without batch_stats, so its running statistics '
-        'are never updated (it normalizes with the batch statistics only); '
-        'to train them, call the model inside `with nn.stateful(state) as '
-        'new_state:` with the state from init', UserWarning, stacklevel=2)
+  # The path is in the text, so Python's default filter shows it once per
+  # module path.
+  warnings.warn(
+      f'{path}: BatchNorm(use_running_average=False) is called outside '
+      '`nn.stateful()` and without batch_stats, so its running statistics '
+      'are never updated (it normalizes with the batch statistics only); '
+      'to train them, call the model inside `with nn.stateful(state) as '
+      'new_state:` with the state from init', UserWarning, stacklevel=2)
 
 
 def _check_stats_shape(where: str, stats: Any, x_shape, axis) -> None:

@@ -8,6 +8,7 @@ parameters (shapes, dtypes), their count and bytes. Totals are exact sums
 over every parameter. Nothing is computed: shapes come from `jax.eval_shape`.
 """
 import dataclasses
+import warnings
 from typing import Any, Dict, List, Optional
 
 import jax
@@ -107,7 +108,9 @@ def tabulate(module_or_model: Any, *inputs, rng: Optional[Any] = None,
   """
   recorder = _Recorder()
   specs = [jax_utils.parse_input_spec(x) for x in inputs]
-  with module_lib.output_trackers.scope(recorder):
+  # The model runs abstractly, on shapes: its warnings are not the user's.
+  with module_lib.output_trackers.scope(recorder), warnings.catch_warnings():
+    warnings.simplefilter('ignore')
     if isinstance(module_or_model, module_lib.Model):
       params = module_or_model.params
       jax.eval_shape(lambda p, *xs: module_or_model.module.call(p, *xs,
