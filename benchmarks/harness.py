@@ -276,8 +276,8 @@ def run_init(workload, settings: Settings, log=print):
   """Cold and warm `init_by_shape` of flaxish vs Linen's `init` on ones.
 
   Returns None without Linen. Each cold call follows `jax.clear_caches()`;
-  the warm calls follow the cold ones. Both results must have the
-  parameter layout of plain JAX's.
+  the warm rounds follow one untimed call of each implementation. Both
+  results must have the parameter layout of plain JAX's.
   """
   names = [n for n in ('flaxish', 'linen') if n in settings.impls and
            n in workload.impls]
@@ -292,6 +292,9 @@ def run_init(workload, settings: Settings, log=print):
   times = {n: {'cold_s': [], 'warm_s': []} for n in names}
   for mode, rounds in (('cold_s', settings.init_rounds),
                        ('warm_s', settings.warm_init_rounds)):
+    if mode == 'warm_s':  # the last cold round cleared the others' caches
+      for n in names:
+        jax.block_until_ready(impls[n].init_by_shape(rng))
     for r in range(rounds):
       for n in rotate(names, r):
         if mode == 'cold_s':

@@ -167,13 +167,28 @@ def _with_linen_stand_in(workload, linen_factory):
 
 def test_init_times_cold_and_warm_rounds_and_checks_the_layout():
   w = TINY['mnist_cnn']()
-  w = _with_linen_stand_in(w, w.impls['plain_jax'])
+  calls = []
+
+  def counted(impl):
+    def init_by_shape(rng):
+      calls.append(impl.name)
+      return impl.init_by_shape(rng)
+    return dataclasses.replace(impl, init_by_shape=init_by_shape)
+
+  w = _with_linen_stand_in(
+      w, lambda: counted(dataclasses.replace(w.impls['plain_jax'](),
+                                             name='linen')))
+  w.impls['flaxish'] = lambda f=w.impls['flaxish']: counted(f())
   settings = harness.Settings(init_rounds=2, warm_init_rounds=3)
   res = harness.run_init(w, settings, log=lambda *a: None)
   for name in ('flaxish', 'linen'):
     assert len(res['impls'][name]['cold_s']) == 2
     assert len(res['impls'][name]['warm_s']) == 3
     assert all(t > 0 for t in res['impls'][name]['cold_s'])
+  # Interleaved cold rounds, one untimed warm-up call each, warm rounds.
+  assert calls == ['flaxish', 'linen', 'linen', 'flaxish', 'flaxish',
+                   'linen', 'flaxish', 'linen', 'linen', 'flaxish',
+                   'flaxish', 'linen']
   assert harness.run_init(TINY['mnist_cnn'](), settings) is None  # no Linen
 
   plain = w.impls['plain_jax']()
