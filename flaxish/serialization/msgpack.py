@@ -1,10 +1,9 @@
 """The msgpack wire format of state dicts (2020 flax), on the msgpack library.
 
-Arrays are ext type 1, msgpack `(shape, dtype.str, C-order bytes)` (ml_dtypes
-by name: 'bfloat16'); complex ext type 2 `(real, imag)`; NumPy scalars type
-3. Arrays over `MAX_CHUNK_SIZE` bytes are chunked as current flax does.
-Writing streams each array's bytes to the file; restored arrays are
-read-only, as in 2020.
+Arrays are ext type 1 `(shape, dtype.str, C-order bytes)` (ml_dtypes by name,
+e.g. 'bfloat16'), complex ext type 2 `(real, imag)`, NumPy scalars type 3;
+arrays over `MAX_CHUNK_SIZE` bytes are chunked as in current flax. Restored
+arrays are read-only.
 """
 import io
 import os
@@ -34,8 +33,10 @@ _BIN = (('B', 0xc4), ('H', 0xc5), ('I', 0xc6))
 _EXT = (('B', 0xc7), ('H', 0xc8), ('I', 0xc9))
 _FIXEXT = {1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8}
 
+
 class MalformedDataError(ValueError):
   """The data is not a valid (or is a truncated) msgpack state dict."""
+
 
 class CorruptCheckpointError(ValueError):
   """A checkpoint file is truncated, damaged or incomplete; `path` names it."""
@@ -44,8 +45,10 @@ class CorruptCheckpointError(ValueError):
     self.path, self.reason = path, reason
     super().__init__(f'checkpoint file {path} is corrupt: {reason}')
 
+
 class UnsupportedCheckpointError(ValueError):
   """A checkpoint was written in a newer format version."""
+
 
 class _Digest:
   """Wraps a binary file: counts and CRC-32s the bytes read or written."""
@@ -64,6 +67,7 @@ class _Digest:
     self.crc, self.size = zlib.crc32(data, self.crc), self.size + len(data)
     return data
 
+
 def to_numpy(x: Any) -> np.ndarray:
   """An array leaf on the host (keys as key data; split arrays gathered)."""
   if isinstance(x, jax.Array):
@@ -74,16 +78,19 @@ def to_numpy(x: Any) -> np.ndarray:
           multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
 
+
 def _header(tags, n: int) -> bytes:
   """A msgpack bin or ext header (the Packer has no API for these alone)."""
   fmt, tag = next(t for t in tags if n < 1 << 8 * struct.calcsize(t[0]))
   return struct.pack('>B' + fmt, tag, n)
+
 
 def _default(x: Any) -> Any:
   if isinstance(x, complex):
     return msgpack.ExtType(COMPLEX, msgpack.packb((x.real, x.imag)))
   raise TypeError('only dicts, lists, tuples, arrays and scalars can be '
                   'written: use to_state_dict, register_serialization_state')
+
 
 class _Writer:
   """Streams a tree to `write` with a `msgpack.Packer`."""
@@ -93,11 +100,12 @@ class _Writer:
         use_bin_type=True, strict_types=True, default=_default)
 
   def pack(self, x: Any, path: str = '') -> None:
+    # pylint: disable=unidiomatic-typecheck
     if isinstance(x, (np.ndarray, np.generic, jax.Array)):
       return self._array(x, path)
-    if type(x) not in (dict, list, tuple):  # pylint: disable=unidiomatic-typecheck
+    if type(x) not in (dict, list, tuple):
       return self._scalar(x, path)
-    is_dict = type(x) is dict  # pylint: disable=unidiomatic-typecheck
+    is_dict = type(x) is dict
     self.write(self.p.pack_map_header(len(x)) if is_dict else
                self.p.pack_array_header(len(x)))
     for key, value in x.items() if is_dict else enumerate(x):
@@ -143,6 +151,7 @@ class _Writer:
     if arr.nbytes:
       self.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
+
 def _ext_hook(code: int, data: bytes) -> Any:
   if code not in (NDARRAY, COMPLEX, NPSCALAR):
     return msgpack.ExtType(code, data)
@@ -156,6 +165,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
   arr = np.frombuffer(buffer, dtype).reshape(shape)  # errors on a bad size
   return arr[()] if code == NPSCALAR else arr
 
+
 def _object_hook(d: dict) -> Any:
   if d.get(CHUNKED_MARKER) is not True:
     return d
@@ -168,8 +178,10 @@ def _object_hook(d: dict) -> Any:
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise ValueError(f'malformed chunked array: {e}') from e
 
+
 _HOOKS = dict(ext_hook=_ext_hook, object_hook=_object_hook,
               strict_map_key=False)
+
 
 def write_checkpoint(f: BinaryIO, state: Any) -> Dict[str, int]:
   """Writes the state dict `state` to the binary file `f` as msgpack; returns
@@ -177,6 +189,7 @@ def write_checkpoint(f: BinaryIO, state: Any) -> Dict[str, int]:
   digest = _Digest(f)
   _Writer(digest.write).pack(state)
   return {'size': digest.size, 'crc32': digest.crc}
+
 
 def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
                     = None) -> Any:
@@ -204,11 +217,13 @@ def read_checkpoint(path: Any, accepted: Optional[Sequence[Tuple[int, int]]]
                                  'mismatch)')
   return state
 
+
 def msgpack_serialize(pytree: Any, in_place: bool = False) -> bytes:
   """The msgpack bytes of a tree of dicts, lists, scalars, arrays."""
   out = io.BytesIO()  # (`in_place` is ignored)
   _Writer(out.write).pack(pytree)
   return out.getvalue()
+
 
 def msgpack_restore(encoded_pytree: bytes) -> Any:
   """The tree in msgpack bytes (arrays read-only), or `MalformedDataError`."""
@@ -217,9 +232,11 @@ def msgpack_restore(encoded_pytree: bytes) -> Any:
   except Exception as e:  # pylint: disable=broad-except
     raise MalformedDataError(f'malformed msgpack data: {e}') from e
 
+
 def to_bytes(target: Any) -> bytes:
   """The msgpack bytes of `target`'s state dict (a Model, Optimizer, ...)."""
   return msgpack_serialize(to_state_dict(target))
+
 
 def from_bytes(target: Any, encoded_bytes: bytes, *,
                strict: bool = True) -> Any:

@@ -1,11 +1,9 @@
 """State dicts: pytrees as nested dicts of leaves, and back, strictly checked.
 
-A registry of `to_state_dict(x) -> dict` / `from_state_dict(target, state)`
-handlers (2020 signatures; dicts, lists, tuples, namedtuples, dataclasses).
 Restoring lists every missing, unexpected and mismatched path in one
-`RestoreError`; another dtype is cast to the target's when safe (same kind,
+`RestoreError`. Another dtype is cast to the target's when safe (same kind,
 e.g. float64 to float32, or NumPy-safe, e.g. int8 to float32), else it is a
-mismatch (float to int). Python numbers match arrays of shape ().
+mismatch. Python numbers match arrays of shape ().
 """
 import collections
 import contextvars
@@ -26,9 +24,11 @@ _KINDS = (np.bool_, np.signedinteger, np.unsignedinteger, np.floating,
           np.complexfloating)
 _KEY = jax.dtypes.prng_key
 
+
 def join_path(path: str, key: Any) -> str:
   """`path` ('' is the root) extended by `key`, as `path_str` writes it."""
   return path + path_str([key])
+
 
 class RestoreProblem(NamedTuple):
   """A difference at `path`: `kind` 'missing', 'unexpected' or 'mismatch'."""
@@ -39,6 +39,7 @@ class RestoreProblem(NamedTuple):
 
   def __str__(self) -> str:
     return f'{self.path}: {self.message}'
+
 
 class RestoreError(ValueError):
   """The state does not match the target: every difference (`problems`)."""
@@ -56,6 +57,7 @@ class RestoreError(ValueError):
          'strict=False to restore only the entries that match and get the '
          'skipped ones back.']))
 
+
 def _signature(x: Any):
   """(shape, dtype) of an array-like leaf (dtype None for a number)."""
   if isinstance(x, _NUMBERS):
@@ -67,6 +69,7 @@ def _signature(x: Any):
     return tuple(x.shape), np.dtype(x.dtype)
   except (AttributeError, TypeError):
     return None
+
 
 def _describe(x: Any) -> str:
   if isinstance(x, dict):
@@ -80,12 +83,15 @@ def _describe(x: Any) -> str:
     return 'None' if x is None else f'the {type(x).__name__} {x!r}'
   return f'an object of type {type(x).__name__}'
 
+
 def _safe_cast(src: np.dtype, dst: np.dtype) -> bool:
   kind = lambda d: next((k for k in _KINDS if jax.dtypes.issubdtype(d, k)), d)
   return kind(src) == kind(dst) or np.can_cast(src, dst, 'safe')
 
+
 def _match_leaf(target: Any, value: Any) -> Any:
   """(value in the form of target, None) or (target, problem)."""
+  # pylint: disable=unidiomatic-typecheck
   t_sig, v_sig = _signature(target), _signature(value)
   arrays = t_sig and v_sig and t_sig[1] is not None and v_sig[1] is not None
   if arrays:
@@ -101,10 +107,11 @@ def _match_leaf(target: Any, value: Any) -> Any:
       parts[-1] += ' (an unsafe cast)'
     return target, '; '.join(parts)
   if (t_sig and v_sig and t_sig[0] == v_sig[0]) or (
-      not t_sig and not v_sig and type(target) is type(value)):  # pylint: disable=unidiomatic-typecheck
+      not t_sig and not v_sig and type(target) is type(value)):
     return value, None
   return target, f'{_describe(value)} in the file, {_describe(target)} in ' \
       'the target'
+
 
 def _match(target: Any, state: Any, path: str, problems: list) -> Any:
   if not (isinstance(target, dict) and isinstance(state, dict)):
@@ -125,10 +132,12 @@ def _match(target: Any, state: Any, path: str, problems: list) -> Any:
       f'({_describe(v)})', v) for k, v in state.items() if k not in target)
   return merged
 
+
 def _handler(x: Any):
   if isinstance(x, tuple) and hasattr(type(x), '_fields'):
     return _REGISTRY.get(type(x), _REGISTRY[_NamedTuple])
   return _REGISTRY.get(type(x))
+
 
 def register_serialization_state(ty: type, ty_to_state_dict: Callable,
                                  ty_from_state_dict: Callable,
@@ -141,9 +150,11 @@ def register_serialization_state(ty: type, ty_to_state_dict: Callable,
                      'registered; pass override=True to replace it')
   _REGISTRY[ty] = (ty_to_state_dict, ty_from_state_dict)
 
+
 def is_registered(ty: type) -> bool:
   """Whether `ty` has a state-dict handler."""
   return ty in _REGISTRY
+
 
 def to_state_dict(target: Any) -> Any:
   """The state dict of `target`: nested dicts with str keys, leaves as is."""
@@ -156,13 +167,14 @@ def to_state_dict(target: Any) -> Any:
                     f'returned {state!r:.80}, not a dict with str keys')
   return state
 
+
 def from_state_dict(target: Any, state: Any, name: str = '.', *,
                     strict: bool = True) -> Any:
   """Restores `state` into a copy of `target` (None: returns `state`).
 
   `strict=True` raises one `RestoreError` listing every difference; False
   restores what matches and returns `(restored, skipped RestoreProblems)`.
-  `name` is ignored (later flax passes the child's name)."""
+  `name` is ignored."""
   del name
   problems = []
   if not _inside_restore.get() and target is not None:
@@ -177,8 +189,10 @@ def from_state_dict(target: Any, state: Any, name: str = '.', *,
     _inside_restore.reset(token)
   return restored if strict else (restored, problems)
 
+
 class _NamedTuple:
   """Registry key shared by all namedtuple classes."""
+
 
 def _dict_to_state(xs: Dict[Any, Any]) -> Dict[str, Any]:
   state = {str(k): to_state_dict(v) for k, v in xs.items()}
@@ -187,8 +201,10 @@ def _dict_to_state(xs: Dict[Any, Any]) -> Dict[str, Any]:
                      'str forms, so they cannot be state dict keys')
   return state
 
+
 def _list_from_state(xs, state) -> list:
   return [from_state_dict(v, state[str(i)]) for i, v in enumerate(xs)]
+
 
 for _ty in (dict, collections.OrderedDict):
   register_serialization_state(_ty, _dict_to_state, lambda xs, s: type(xs)(
