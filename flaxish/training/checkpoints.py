@@ -3,19 +3,14 @@
     path = checkpoints.save_checkpoint(ckpt_dir, optimizer, step, keep=3)
     optimizer = checkpoints.restore_checkpoint(ckpt_dir, optimizer)
 
-A checkpoint is exactly `<ckpt_dir>/<prefix><step>` (`step` an int) plus its
-sidecar `<prefix><step>.meta`; no other name is listed, restored or deleted.
-The data is plain msgpack (`to_bytes`; `msgpack.unpackb` and 2020 flax read
-it). The sidecar, the commit marker, is a JSON line: format, version, the
-data's size and CRC-32, `replaces` (the digest of the file an overwrite
-replaces, accepted until the rename) and its own CRC-32. Saving writes the
-data to a temp file `.<name>.<host>.<pid>.<random>.tmp` and fsyncs it, then
-the sidecar likewise, renames the sidecar and then the data into place, and
-fsyncs the directory: a crash leaves every earlier checkpoint intact. A data
-file without a sidecar (2020 flax, or a copy of the data alone) restores
-unverified; so do files of format version 1 (a `\xc1FLXCKPT` header). Temp
-files are removed by their writer, or later once provably dead (owner gone on
-this host, or older than `STALE_TEMP_SECONDS`). Only process 0 writes.
+A checkpoint is exactly `<ckpt_dir>/<prefix><step>` (`step` an int), plain
+msgpack as `to_bytes` writes it, plus its sidecar `<prefix><step>.meta`: a
+JSON line with the format version, the data's size and CRC-32, `replaces`
+(the digest of the file an overwrite replaces) and its own CRC-32. Both are
+written to temp files `.<name>.<host>.<pid>.<random>.tmp`, fsynced and
+renamed into place, sidecar first: a crash leaves every earlier checkpoint
+intact. A data file without a sidecar (2020 flax) restores unverified. Temp
+files of dead writers are removed later. Only process 0 writes.
 """
 import atexit
 import contextlib
@@ -60,6 +55,7 @@ _TEMP_RE = re.compile(r'\..+\.([A-Za-z0-9-]+)\.(\d+)\.[0-9a-f]+\.tmp')
 _log = logging.getLogger(__name__)
 _in_flight = set()  # temp files this process is writing
 
+
 def natural_sort(file_list: Sequence[str], signed: bool = True) -> List[str]:
   """Sorts names with numbers (`1.5e3`; a sign only if `signed`) compared as
   numbers: 'ckpt_9' < 'ckpt_10', 'file_-0.2' < 'file_0.1'."""
@@ -67,6 +63,7 @@ def natural_sort(file_list: Sequence[str], signed: bool = True) -> List[str]:
   # Text and numbers alternate, so equal positions always hold equal types.
   return sorted(file_list, key=lambda name: [
       float(p) if i % 2 else p for i, p in enumerate(regex.split(name))])
+
 
 def _step_str(step: Any) -> str:
   if isinstance(step, (np.ndarray, np.generic, jax.Array, float)):
@@ -77,6 +74,7 @@ def _step_str(step: Any) -> str:
   raise ValueError(f'step={step!r}: a checkpoint is named <prefix><integer '
                    'step>; pass an int')
 
+
 def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
   """(step, path) of every checkpoint with `prefix`, lowest step first."""
   names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
@@ -85,14 +83,17 @@ def _list(ckpt_dir: str, prefix: str) -> List[Tuple[int, str]]:
            for m in [name_re.fullmatch(n)] if m]
   return sorted((s, p) for s, p in found if os.path.isfile(p))
 
+
 def latest_checkpoint(ckpt_dir: str,
                       prefix: str = 'checkpoint_') -> Optional[str]:
   """The highest-step checkpoint's path in `ckpt_dir` (by name), or None."""
   found = _list(os.fspath(ckpt_dir), prefix)
   return found[-1][1] if found else None
 
+
 def _read_meta(path: str) -> Optional[dict]:
   """The sidecar of `path`; None if there is none."""
+  # pylint: disable=unidiomatic-typecheck
   try:
     with open(path + META_SUFFIX, 'rb') as f:
       raw = f.read(4096)
@@ -107,11 +108,12 @@ def _read_meta(path: str) -> Optional[dict]:
     raise UnsupportedCheckpointError(
         f'checkpoint {path} has format version {version}; this flaxish '
         f'reads versions up to {FORMAT_VERSION}: upgrade flaxish')
-  if not ok or len(meta) != 6 or not all(type(v) is int for v in (  # pylint: disable=unidiomatic-typecheck
+  if not ok or len(meta) != 6 or not all(type(v) is int for v in (
       meta.get('size'), meta.get('crc32'), *(meta.get('replaces') or ()))):
     raise CorruptCheckpointError(path, f'its sidecar {path}{META_SUFFIX} is '
                                  'damaged (an incomplete save?)')
   return meta
+
 
 def _meta_bytes(meta: dict) -> bytes:
   """The sidecar's JSON line, its own CRC-32 last ("check")."""
@@ -119,6 +121,7 @@ def _meta_bytes(meta: dict) -> bytes:
   body = json.dumps(meta, separators=(',', ':'))
   return json.dumps(dict(meta, check=zlib.crc32(body.encode())),
                     separators=(',', ':')).encode() + b'\n'
+
 
 def _read_v1(path: str) -> Any:
   """Format version 1: a header, the msgpack body, a footer with CRC-32s."""
@@ -129,6 +132,7 @@ def _read_v1(path: str) -> Any:
       body), zlib.crc32(footer[:20], zlib.crc32(data[:16]))):
     raise CorruptCheckpointError(path, 'truncated or damaged (version 1)')
   return msgpack_restore(body)
+
 
 def _read(path: str) -> Any:
   """The verified state dict of the checkpoint `path`."""
@@ -143,6 +147,7 @@ def _read(path: str) -> Any:
   return read_checkpoint(path, [(meta['size'], meta['crc32']),
                                 meta['replaces'] or (-1, -1)])
 
+
 def _fsync_dir(path: str) -> None:
   if os.name == 'posix':  # makes the renames durable
     fd = os.open(path, os.O_RDONLY)
@@ -150,6 +155,7 @@ def _fsync_dir(path: str) -> None:
       os.fsync(fd)
     finally:
       os.close(fd)
+
 
 def _is_dead(name: str, path: str) -> bool:
   m = _TEMP_RE.fullmatch(name)  # a temp file of no running save?
@@ -168,6 +174,7 @@ def _is_dead(name: str, path: str) -> bool:
   except OSError:
     return False
 
+
 def _clean_up(ckpt_dir: str, prefix: str, keep: int, saved: str) -> None:
   """Removes dead temp files, then all but the `keep` highest steps."""
   for name in os.listdir(ckpt_dir):
@@ -185,12 +192,14 @@ def _clean_up(ckpt_dir: str, prefix: str, keep: int, saved: str) -> None:
           f'{", ".join(os.path.basename(p) for _, p in found[-keep:])})',
           stacklevel=4)
 
+
 def _remove(path: str) -> None:
   try:
     os.remove(path)
   except OSError as e:
     if not isinstance(e, FileNotFoundError):
       _log.warning('could not remove %s: %s', path, e)
+
 
 def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
   """Checks the step's name; returns the `replaces` entry of the sidecar."""
@@ -213,6 +222,7 @@ def _prepare(path: str, overwrite: bool) -> Optional[List[int]]:
   raise ValueError(f'checkpoint {path} already exists; pass overwrite=True '
                    'to replace it, or save under a new step')
 
+
 def _write_temp(path: str, write, temps: List[str]) -> Any:
   tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.'
                      f'{_HOST}.{os.getpid()}.{os.urandom(6).hex()}.tmp')
@@ -223,6 +233,7 @@ def _write_temp(path: str, write, temps: List[str]) -> Any:
     f.flush()
     os.fsync(f.fileno())  # the data is on disk before any rename
   return tmp, result
+
 
 def _write_atomically(state: Any, path: str, prefix: str,
                       keep: Optional[int], overwrite: bool) -> None:
@@ -250,6 +261,7 @@ def _write_atomically(state: Any, path: str, prefix: str,
   _log.info('saved checkpoint %s', path)
   _clean_up(ckpt_dir, prefix, keep, path)
 
+
 def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
            keep: Optional[int], overwrite: bool):
   """(path, state) to write on process 0; (path, None) elsewhere."""
@@ -267,6 +279,7 @@ def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
     _prepare(path, overwrite)  # fails early, before writing anything
   return path, state
 
+
 def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
                     prefix: str = 'checkpoint_', keep: Optional[int] = 1,
                     overwrite: bool = False) -> str:
@@ -281,15 +294,15 @@ def save_checkpoint(ckpt_dir: str, target: Any, step: Any,
     overwrite: replace a valid checkpoint of this step (default False: an
       error); a corrupt or incomplete one is replaced with a warning and
       kept as `<name>.corrupt`.
-  Returns the path. Every process must call this (arrays split over
-  processes are gathered); only process 0 writes, the others return at once.
-  Raises ValueError if the checkpoint exists, OSError (naming the path and
-  the directory) if writing failed.
+  Returns the path. Every process must call this (split arrays are
+  gathered); only process 0 writes. Raises ValueError if the checkpoint
+  exists, OSError (naming the path and the directory) if writing failed.
   """
   path, state = _start(ckpt_dir, target, step, prefix, keep, overwrite)
   if state is not None:
     _write_atomically(state, path, prefix, keep, overwrite)
   return path
+
 
 def _read_newest(ckpt_dir: str, prefix: str):
   found, failures = _list(ckpt_dir, prefix), []
@@ -310,8 +323,10 @@ def _read_newest(ckpt_dir: str, prefix: str):
                                  f'{_reasons(failures)}')
   return None, None
 
+
 def _reasons(failures: List[CorruptCheckpointError]) -> str:
   return '; '.join(f'{e.path} ({e.reason})' for e in failures)
+
 
 def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
                        prefix: str = 'checkpoint_', *, strict: bool = True,
@@ -360,7 +375,9 @@ def restore_checkpoint(ckpt_dir: str, target: Any, step: Any = None,
   except RestoreError as e:
     raise RestoreError(e.problems, source=path) from None
 
+
 _pending = set()  # AsyncCheckpointers with a save not yet waited for
+
 
 @atexit.register
 def _wait_at_exit() -> None:
@@ -378,19 +395,14 @@ def _wait_at_exit() -> None:
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
 
-class AsyncCheckpointer:
-  """Saves checkpoints on a background thread.
 
-      checkpointer = checkpoints.AsyncCheckpointer()
-      for step in range(num_steps):
-        optimizer = train_step(optimizer, batch)
-        checkpointer.save(ckpt_dir, optimizer, step, keep=3)
-      checkpointer.close()  # waits for the last save
+class AsyncCheckpointer:
+  """Saves checkpoints on a background thread; also a context manager.
 
   `save` takes `save_checkpoint`'s arguments, waits for the previous save
   and returns once the arrays are copied to the host. A failed save is logged
-  and raised by the next `save`, `wait` or `close`; without one, the process
-  logs it at exit and exits with status 1. Also a context manager.
+  and raised by the next `save`, `wait` or `close` (`close` waits for the
+  last save); if none comes, the process exits with status 1.
   """
 
   def __init__(self):
