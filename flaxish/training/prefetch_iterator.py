@@ -68,21 +68,13 @@ class PrefetchIterator:
           return
       try:
         item = next(self._data_iter)
-      except StopIteration:
-        item, done = None, True
       except Exception as e:  # pylint: disable=broad-except
         with self._cond:
-          self._error = e
+          if not isinstance(e, StopIteration):
+            self._error = e
           self._done = True
           self._cond.notify_all()
         return
-      else:
-        done = False
       with self._cond:
-        if done:
-          self._done = True
-        else:
-          self._buffer.append(item)
+        self._buffer.append(item)
         self._cond.notify_all()
-      if done:
-        return
