@@ -1,14 +1,8 @@
 """A dependency-free progress bar with steps/s and ETA, for training loops.
 
-    bar = ProgressBar(total=steps_per_epoch, desc='epoch 1')
-    for batch in batches:
-      ...
-      bar.update(loss=float(loss))
-    bar.close()
-
-Writes one carriage-returned line to `stream` (stderr by default); when the
-stream is not a terminal (logs, CI) it prints at most every `min_interval`
-seconds, plus the final line.
+    with ProgressBar(total=steps_per_epoch, desc='epoch 1') as bar:
+      for batch in batches:
+        bar.update(loss=float(loss))
 """
 import sys
 import time
@@ -23,11 +17,17 @@ def format_duration(seconds: float) -> str:
     return f'{seconds:.1f}s'
   minutes, secs = divmod(int(round(seconds)), 60)
   hours, minutes = divmod(minutes, 60)
-  return f'{hours}:{minutes:02d}:{secs:02d}' if hours else f'{minutes}:{secs:02d}'
+  if hours:
+    return f'{hours}:{minutes:02d}:{secs:02d}'
+  return f'{minutes}:{secs:02d}'
 
 
 class ProgressBar:
   """Progress of `total` steps: bar, count, steps/s, elapsed time and ETA.
+
+  Redraws one carriage-returned line; when the stream is not a terminal
+  (logs, CI), prints a line at most every `min_interval` seconds, plus the
+  final one.
 
   Arguments:
     total: the number of steps (None: unknown, no bar and no ETA).
@@ -70,8 +70,7 @@ class ProgressBar:
       parts.append(f'{self.count}/{self.total}')
     else:
       parts.append(f'{self.count}')
-    parts.append(f'{rate:.2f} steps/s')
-    parts.append(f'elapsed {format_duration(self.elapsed)}')
+    parts += [f'{rate:.2f} steps/s', f'elapsed {format_duration(self.elapsed)}']
     if self.total and rate > 0 and self.count < self.total:
       parts.append(f'ETA {format_duration((self.total - self.count) / rate)}')
     if self._postfix:
