@@ -23,6 +23,7 @@ setup(
         # library itself does not depend on LibCST.
         'upgrade': ['libcst'],
         'test': ['pytest', 'pytest-xdist', 'optax', 'tensorboard', 'pillow',
-                 'matplotlib', 'tensorboardX', 'libcst', 'absl-py'],
+                 'matplotlib', 'tensorboardX', 'libcst', 'absl-py',
+                 'scipy'],
     },
 )

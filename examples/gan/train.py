@@ -117,8 +117,10 @@ def get_classifier(checkpoint, train_ds, test_ds, num_epochs=10, seed=0):
 
 @jax.jit
 def _features_and_predictions(classifier, images):
-  hidden, log_probs = classifier.truncate_at(('/Dense_2', '/'))(images)
-  return nn.relu(hidden), jnp.argmax(log_probs, -1)
+  # truncate_at gives the list of a module's outputs, one per call (as in
+  # 2020); Dense_2 is called once.
+  hidden = classifier.truncate_at('/Dense_2')(images)[-1]
+  return nn.relu(hidden), jnp.argmax(classifier(images), -1)
 
 
 def classifier_features(classifier, images, batch_size=500):
