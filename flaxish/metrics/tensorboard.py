@@ -89,26 +89,25 @@ def _tensor(tensor: Any, tag: str) -> dict:
 
 
 def _unbuffered_record_writer(path: str):
-  """tensorboardX's RecordWriter (TFRecord framing and CRCs) writing through
-  an unbuffered file: each record reaches the OS when written. Its `flush()`
-  fsyncs."""
+  """tensorboardX's RecordWriter (TFRecord framing and CRCs) on an unbuffered
+  file: each record reaches the OS when written; `flush()` fsyncs."""
 
   class Unbuffered(_tbx().record_writer.RecordWriter):
 
     def __init__(self, path):
+      # pylint: disable=consider-using-with
       super().__init__(path)
       self._writer.close()
-      self._writer = open(path, 'ab', buffering=0)  # pylint: disable=consider-using-with
+      self._writer = open(path, 'ab', buffering=0)
 
   return Unbuffered(path)
 
 
 class SummaryWriter:
   """Writes summaries to a new file in `log_dir` (created if missing),
-  `events.out.tfevents.<unix time>.<hostname>.<pid>.<n>`. Each call hands
-  its record to the OS before it returns, so readers see it at once;
-  `flush()` also syncs the file to disk. ImportError if tensorboardX or
-  Pillow is not installed."""
+  `events.out.tfevents.<unix time>.<hostname>.<pid>.<n>`; readers see each
+  record at once, `flush()` syncs the file to disk. ImportError if
+  tensorboardX or Pillow is not installed."""
 
   def __init__(self, log_dir):
     self.log_dir = os.fspath(log_dir)
