@@ -1,8 +1,4 @@
-"""Host data to global `jax.Array`s on a `Mesh`, for `jit` data parallelism.
-
-    batch = distributed.global_batch(local_batch, mesh)    # split on 'data'
-    optimizer = distributed.replicate_on_mesh(optimizer, mesh)
-"""
+"""Host data to global `jax.Array`s on a `Mesh`, for `jit` data parallelism."""
 from typing import Any, Optional
 
 import jax
@@ -23,8 +19,7 @@ def _host_array(x: Any) -> np.ndarray:
   """`x` as a NumPy array of the dtype JAX would give it (no float64 unless
   x64 is on)."""
   x = np.asarray(x)
-  dtype = jax.dtypes.canonicalize_dtype(x.dtype)
-  return x if dtype == x.dtype else x.astype(dtype)
+  return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
 
 
 def _local_positions(mesh: Mesh, axis: str) -> int:
@@ -138,16 +133,24 @@ def replicate_on_mesh(tree: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map_with_path(put, tree)
 
 
+def process_index_count(caller: str, index: Optional[int],
+                        count: Optional[int]):
+  """`(index, count)`, by default this process's, checked."""
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  if not 0 <= index < count:
+    raise ValueError(f'{caller}: process_index={index} is not in '
+                     f'[0, {count})')
+  return index, count
+
+
 def process_slice(global_size: int, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> slice:
   """The rows of a global batch of `global_size` that this process feeds:
   `slice(p * global_size // P, (p + 1) * global_size // P)` for process `p`
   (default `jax.process_index()`) of `P` (default `jax.process_count()`)."""
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if not 0 <= index < count:
-    raise ValueError(f'process_slice: process_index={index} is not in '
-                     f'[0, {count})')
+  index, count = process_index_count('process_slice', process_index,
+                                     process_count)
   if global_size % count:
     raise ValueError(f'process_slice: the global batch size {global_size} is '
                      f'not a multiple of the {count} processes; use a '

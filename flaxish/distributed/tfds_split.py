@@ -1,12 +1,9 @@
 """Which part of a tensorflow-datasets split this process reads (flaxish
-never imports tensorflow-datasets: pass `even_splits=tfds.even_splits`).
-
-    split = distributed.process_split('train', num_examples=1281167)
-"""
+never imports tensorflow-datasets: pass `even_splits=tfds.even_splits`)."""
 import re
 from typing import Any, Callable, List, Optional
 
-import jax
+from flaxish.distributed.arrays import process_index_count
 
 __all__ = ['process_split', 'even_split_sizes']
 
@@ -48,11 +45,8 @@ def process_split(split: str = 'train', *,
       `even_splits(split, n=P, drop_remainder=...)[process_index]`.
   Returns `split` itself with one process.
   """
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if not 0 <= index < count:
-    raise ValueError(f'process_split: process_index={index} is not in '
-                     f'[0, {count})')
+  index, count = process_index_count('process_split', process_index,
+                                     process_count)
   if count == 1:
     return split
   if num_examples is not None:
