@@ -1,9 +1,7 @@
 """A dead or stuck process must stop the whole run, not hang it.
 
-A killed process stops sending heartbeats and JAX ends the others;
-`exit_on_uncaught_exception` makes an uncaught exception that case. A stuck
-process goes on sending heartbeats: a `Watchdog` ends it (`initialize`
-starts one that fires when the main thread is blocked for too long).
+`exit_on_uncaught_exception` kills the process on an uncaught exception, so
+JAX's heartbeats end the others; a `Watchdog` ends a stuck process.
 """
 import faulthandler
 import os
@@ -66,20 +64,13 @@ def exit_on_uncaught_exception(exit_code: int = 1) -> None:
 class Watchdog:
   """Ends this process when no step finishes for `timeout_s` seconds.
 
-      watchdog = distributed.Watchdog(timeout_s=300, first_timeout_s=900)
-      for step in range(num_steps):
-        optimizer, metrics = train_step(optimizer, batch)
-        loss = float(metrics['loss'])  # waits for the step
-        watchdog.ping(step)
-      watchdog.close()
-
-  `ping` after the step's result is on the host. When the time runs out, it
-  writes which process stalled, after which step, and every thread's stack
-  to stderr and calls `os._exit(exit_code)` (default 75). `first_timeout_s`
-  (default `timeout_s`) bounds the wait for the first ping (compilation);
-  `what` names a ping in the message. With `main_thread_cpu`, each 10 ms of
-  CPU time the main thread used counts as a ping too, so it fires only when
-  the main thread is blocked or asleep (needs `time.pthread_getcpuclockid`).
+  Call `ping(step)` once the step's result is on the host. When the time
+  runs out, it writes which process stalled, after which step, and every
+  thread's stack to stderr and calls `os._exit(exit_code)` (default 75).
+  `first_timeout_s` (default `timeout_s`) bounds the wait for the first ping
+  (compilation); `what` names a ping in the message. With `main_thread_cpu`,
+  each 10 ms of CPU time the main thread used counts as a ping too (needs
+  `time.pthread_getcpuclockid`). Also a context manager.
   """
 
   def __init__(self, timeout_s: float, *,
