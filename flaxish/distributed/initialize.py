@@ -1,9 +1,8 @@
 """Starting a multi-process run: `initialize()` from arguments or environment.
 
 Values come from the arguments, else `FLAXISH_*`, else `JAX_*` variables,
-else (under a detected launcher: Slurm, Open MPI, a Kubernetes Indexed Job,
-a multi-host Cloud TPU) JAX's cluster detection; with none, or one process,
-it does nothing. See docs/distributed.md.
+else JAX's cluster detection under a detected launcher. See
+docs/distributed.md.
 """
 import logging
 import os
@@ -128,9 +127,8 @@ def initialize(coordinator_address: Optional[str] = None,
                fail_fast: bool = True,
                watchdog_timeout_s: Optional[float] = DEFAULT_WATCHDOG_SECONDS
                ) -> bool:
-  """Joins the multi-process JAX run this process belongs to, if any.
-
-  Call it first, before anything touches JAX devices.
+  """Joins the multi-process JAX run this process belongs to, if any; call it
+  before anything touches JAX devices.
 
   Arguments:
     coordinator_address: `"HOST:PORT"` of process 0 (the same everywhere).
@@ -150,8 +148,7 @@ def initialize(coordinator_address: Optional[str] = None,
       True; several processes only).
     watchdog_timeout_s: with several processes, end this process (status 75,
       with every thread's stack) when its main thread used no CPU time this
-      long: blocked in a collective waiting for a stuck process, or stuck
-      itself (default `DEFAULT_WATCHDOG_SECONDS`, 1800; None or 0: off).
+      long (default `DEFAULT_WATCHDOG_SECONDS`, 1800; None or 0: off).
   Returns:
     True if this process is part of a run of several processes.
   Raises:

@@ -1,8 +1,8 @@
 """A pre-flight check before `jax.distributed.initialize`: who is there.
 
 Process 0 listens on the coordinator port (before JAX takes it); the others
-connect, send their id and `num_processes` and wait for process 0's answer.
-Both sides log what they wait for every `PROGRESS_SECONDS`.
+connect, send their id and `num_processes` and wait for process 0's answer,
+logging what they wait for every `PROGRESS_SECONDS`.
 """
 import contextlib
 import json
