@@ -1,12 +1,9 @@
 """Multi-process and `jit` + `NamedSharding` data parallelism.
 
-    from flaxish import distributed
     distributed.initialize()                 # no-op on a single process
     mesh = distributed.data_parallel_mesh()  # all devices of all processes
     optimizer = distributed.replicate_on_mesh(optimizer, mesh)
     batch = distributed.global_batch(local_batch, mesh)
-
-See docs/distributed.md.
 """
 from flaxish.distributed.arrays import (global_batch, process_slice,
                                         replicate_on_mesh, shard_on_mesh)
@@ -23,11 +20,9 @@ from flaxish.distributed.tfds_split import even_split_sizes, process_split
 
 __all__ = [
     'initialize', 'detect_launcher', 'ENV_COORDINATOR_ADDRESS',
-    'ENV_NUM_PROCESSES', 'ENV_PROCESS_ID',
-    'data_parallel_mesh', 'data_axis', 'batch_sharding',
-    'replicated_sharding',
-    'global_batch', 'shard_on_mesh', 'replicate_on_mesh', 'process_slice',
-    'process_split', 'even_split_sizes',
+    'ENV_NUM_PROCESSES', 'ENV_PROCESS_ID', 'data_parallel_mesh', 'data_axis',
+    'batch_sharding', 'replicated_sharding', 'global_batch', 'shard_on_mesh',
+    'replicate_on_mesh', 'process_slice', 'process_split', 'even_split_sizes',
     'exit_on_uncaught_exception', 'Watchdog', 'WATCHDOG_EXIT_CODE',
     'DEFAULT_WATCHDOG_SECONDS', 'InitializationError',
 ]
