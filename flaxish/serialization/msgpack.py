@@ -130,12 +130,13 @@ class _Writer:
     if arr.nbytes <= MAX_CHUNK_SIZE:
       return self._ndarray(arr, NPSCALAR if isinstance(x, np.generic) else
                            NDARRAY)
-    flat, pack = arr.reshape(-1), self.p.pack  # in pieces of <= 64 MiB:
-    per = max(1, min(MAX_CHUNK_SIZE, 2**26) // arr.itemsize)  # less memory
+    flat, pack = arr.reshape(-1), self.p.pack
+    # Pieces of at most 64 MiB need less memory to restore.
+    per = max(1, min(MAX_CHUNK_SIZE, 2**26) // arr.itemsize)
     starts = range(0, flat.size, per)
+    shape = {str(i): d for i, d in enumerate(arr.shape)}
     self.write(self.p.pack_map_header(3) + pack(CHUNKED_MARKER) + pack(True) +
-               pack('shape') + pack({str(i): d for i, d in enumerate(
-                   arr.shape)}) + pack('chunks') +
+               pack('shape') + pack(shape) + pack('chunks') +
                self.p.pack_map_header(len(starts)))
     for i, start in enumerate(starts):
       self.write(pack(str(i)))
