@@ -1,10 +1,15 @@
 """Linear layers: `Dense`, `DenseGeneral`, `Conv`, `ConvTranspose`, `Embed`.
 
-All layers take channels-last inputs. `dtype` (default float32) is the
-computation dtype: inputs and parameters are cast to it, and the output has
-it. `param_dtype` (default float32) is the dtype the parameters are stored
-in, e.g. `dtype=jnp.bfloat16` over float32 parameters. `precision` is passed
-to `lax.dot_general` / `lax.conv_general_dilated`.
+All layers take channels-last inputs. Arguments shared by the layers:
+
+- `dtype` (default float32): the computation dtype; inputs and parameters
+  are cast to it, and the output has it.
+- `param_dtype` (default float32): the dtype the parameters are stored in,
+  e.g. `dtype=jnp.bfloat16` over float32 parameters.
+- `precision` (default None): the `lax.Precision` passed to
+  `lax.dot_general` / `lax.conv_general_dilated`.
+- `kernel_init` (default `lecun_normal()`), `bias_init` (default `zeros`).
+- `bias` (default True): whether to add a bias.
 """
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -35,6 +40,12 @@ def _check_features(path: str, layer: str, features: Any) -> None:
                        f'features={features!r}')
 
 
+def _add_bias(module, y: Array, features: int, bias_init: Initializer,
+              param_dtype: Any, dtype: Any) -> Array:
+  b = utils.param(module, 'bias', (features,), bias_init, param_dtype)
+  return y + jnp.asarray(b, dtype)
+
+
 class Dense(Module):
   """A linear transformation over the last axis: `y = x @ kernel + bias`.
 
@@ -42,12 +53,8 @@ class Dense(Module):
   `(features,)`.
   """
 
-  def apply(self,
-            inputs: Array,
-            features: int,
-            bias: bool = True,
-            dtype: Any = jnp.float32,
-            precision: Any = None,
+  def apply(self, inputs: Array, features: int, bias: bool = True,
+            dtype: Any = jnp.float32, precision: Any = None,
             kernel_init: Initializer = default_kernel_init,
             bias_init: Initializer = initializers.zeros,
             param_dtype: Any = jnp.float32) -> Array:
@@ -56,12 +63,8 @@ class Dense(Module):
     Arguments:
       inputs: array of shape `(..., in_features)`.
       features: the number of output features.
-      bias: whether to add a bias (default True).
-      dtype: the computation dtype (default float32).
-      precision: `lax.Precision` of the matmul (default None).
-      kernel_init: initializer of the kernel (default `lecun_normal()`).
-      bias_init: initializer of the bias (default `zeros`).
-      param_dtype: the storage dtype of the parameters (default float32).
+      bias, dtype, precision, kernel_init, bias_init, param_dtype: see the
+        module docstring.
     Returns:
       An array of shape `(..., features)` and dtype `dtype`.
     """
@@ -76,28 +79,18 @@ class Dense(Module):
                         (((inputs.ndim - 1,), (0,)), ((), ())),
                         precision=precision)
     if bias:
-      b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
-      y = y + jnp.asarray(b, dtype)
+      y = _add_bias(self, y, features, bias_init, param_dtype, dtype)
     return y
 
 
 def _sliced_init(init: Initializer, num_slices: int,
                  flat_shape: Tuple[int, ...], param_dtype: Any) -> Initializer:
-  """An initializer that fills a batched kernel slice by slice.
-
-  `init(key_k, flat_shape, dtype)` is called once per batch slice, in row-major
-  order of the batch dimensions; each call gets its own key (the key itself
-  when there is a single slice). The results are stacked and reshaped.
-  """
+  """Fills a batched kernel with one `init(key_k, flat_shape)` per slice."""
   dtype = utils.init_dtype(param_dtype)
 
   def wrapped(key, shape):
-    if num_slices == 1:
-      values = [init(key, flat_shape, dtype)]
-    else:
-      keys = jax.random.split(key, num_slices)
-      values = [init(keys[k], flat_shape, dtype) for k in range(num_slices)]
-    value = jnp.stack([jnp.asarray(v) for v in values])
+    keys = [key] if num_slices == 1 else jax.random.split(key, num_slices)
+    value = jnp.stack([jnp.asarray(init(k, flat_shape, dtype)) for k in keys])
     return jnp.asarray(value.reshape(shape), param_dtype)
 
   return wrapped
@@ -111,23 +104,18 @@ class DenseGeneral(Module):
   `axis`; the bias has shape `batch_shape + features`. The initializers are
   called `init(key, (prod(in_shape), prod(features)), dtype)` once per batch
   slice (bias: `init(key, (prod(features),), dtype)`), in row-major order of
-  the batch dims. Each slice gets its own key from `jax.random.split` (in
-  2020 every slice reused one key, so all slices started out equal); without
-  batch dims the key is the parameter's own, so `DenseGeneral` on the last
-  axis initializes exactly like `Dense`.
+  the batch dims, each slice with its own key from `jax.random.split` (2020
+  reused one key). Without batch dims the key is the parameter's own, so
+  `DenseGeneral` on the last axis initializes exactly like `Dense`.
   """
 
-  def apply(self,
-            inputs: Array,
-            features: Union[int, Sequence[int]],
+  def apply(self, inputs: Array, features: Union[int, Sequence[int]],
             axis: Union[int, Sequence[int]] = -1,
-            batch_dims: Union[int, Sequence[int]] = (),
-            bias: bool = True,
+            batch_dims: Union[int, Sequence[int]] = (), bias: bool = True,
             dtype: Any = jnp.float32,
             kernel_init: Initializer = default_kernel_init,
             bias_init: Initializer = initializers.zeros,
-            precision: Any = None,
-            param_dtype: Any = jnp.float32) -> Array:
+            precision: Any = None, param_dtype: Any = jnp.float32) -> Array:
     """Applies the layer.
 
     Arguments:
@@ -137,12 +125,8 @@ class DenseGeneral(Module):
         kernel (default -1).
       batch_dims: an int or tuple of ints, leading axes `0..k-1` that get one
         kernel each (default `()`).
-      bias: whether to add a bias (default True).
-      dtype: the computation dtype (default float32).
-      kernel_init: initializer of the kernel (default `lecun_normal()`).
-      bias_init: initializer of the bias (default `zeros`).
-      precision: `lax.Precision` of the contraction (default None).
-      param_dtype: the storage dtype of the parameters (default float32).
+      bias, dtype, kernel_init, bias_init, precision, param_dtype: see the
+        module docstring.
     Returns:
       An array of shape `batch_shape + other_input_dims + features`, where
       `other_input_dims` are the input axes in neither `axis` nor
@@ -197,31 +181,6 @@ def _conv_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
   return lax.ConvDimensionNumbers(lhs, rhs, lhs)
 
 
-def _batched(path: str, layer: str, inputs: Array,
-             kernel_size: Tuple[int, ...]) -> Tuple[Array, bool]:
-  """Adds a batch axis to a single example; checks the input rank."""
-  n = len(kernel_size)
-  if inputs.ndim == n + 2:
-    return inputs, False
-  if inputs.ndim == n + 1:
-    return inputs[None], True
-  raise ValueError(
-      f'{path}: {layer} with kernel_size {kernel_size} expects inputs of '
-      f'shape (batch, {n} spatial dims, features), i.e. rank {n + 2} (or rank '
-      f'{n + 1} for a single unbatched example), got shape {inputs.shape}; '
-      'reshape the input or give a kernel_size with one entry per spatial '
-      'dimension')
-
-
-def _kernel_size(path: str, layer: str, kernel_size: Any) -> Tuple[int, ...]:
-  kernel_size = utils.as_tuple(kernel_size)
-  if not kernel_size or any(
-      not isinstance(k, (int, np.integer)) or k <= 0 for k in kernel_size):
-    raise ValueError(f'{path}: {layer} needs kernel_size as a tuple of '
-                     f'positive ints, got {kernel_size!r}')
-  return tuple(int(k) for k in kernel_size)
-
-
 def _positive_ints(value: Any, n: int, name: str,
                    where: str) -> Tuple[int, ...]:
   """`value` as `n` positive ints (None: all 1; an int: repeated)."""
@@ -232,29 +191,59 @@ def _positive_ints(value: Any, n: int, name: str,
   return tuple(int(v) for v in value)
 
 
-def _check_kernel_fits(where: str, shape: Tuple[int, ...],
-                       kernel_size: Tuple[int, ...], padding: Any,
-                       input_dilation: Tuple[int, ...],
-                       kernel_dilation: Tuple[int, ...]) -> None:
-  """Raises if the (dilated) kernel is larger than the padded input along a
-  spatial dim, which would give an empty output or an XLA error."""
-  if padding == 'VALID':
-    padding = ((0, 0),) * len(kernel_size)
-  if isinstance(padding, str):
-    return
-  spatial = shape[-len(kernel_size) - 1:-1]
-  for i, (d, (lo, hi), k, di, dk) in enumerate(
-      zip(spatial, padding, kernel_size, input_dilation, kernel_dilation)):
-    size = max(d - 1, 0) * di + min(d, 1) + lo + hi
-    extent = (k - 1) * dk + 1
-    if size < extent:
-      raise ValueError(
-          f'{where}: the kernel spans {extent} positions along spatial dim '
-          f'{i} (kernel_size={kernel_size}, kernel_dilation='
-          f'{kernel_dilation}) but the input of shape {shape} has {size} '
-          f'there, after input dilation and padding={padding}, so the output '
-          'would be empty; '
-          "use padding='SAME', a smaller kernel or a larger input")
+def _conv_args(path: str, layer: str, inputs: Array, features: int,
+               kernel_size: Any, strides: Any, padding: Any,
+               input_dilation: Any, kernel_dilation: Any, dtype: Any):
+  """Checks the arguments shared by Conv and ConvTranspose.
+
+  Returns `(inputs, unbatched, kernel_size, strides, padding,
+  input_dilation, kernel_dilation)`, normalized; a single example gets a
+  batch axis.
+  """
+  where = f'{path}: {layer}'
+  _check_features(path, layer, features)
+  kernel_size = utils.as_tuple(kernel_size)
+  if not kernel_size or any(
+      not isinstance(k, (int, np.integer)) or k <= 0 for k in kernel_size):
+    raise ValueError(f'{path}: {layer} needs kernel_size as a tuple of '
+                     f'positive ints, got {kernel_size!r}')
+  kernel_size = tuple(int(k) for k in kernel_size)
+  n = len(kernel_size)
+  inputs = jnp.asarray(inputs, dtype)
+  if inputs.ndim not in (n + 1, n + 2):
+    raise ValueError(
+        f'{where} with kernel_size {kernel_size} expects inputs of '
+        f'shape (batch, {n} spatial dims, features), i.e. rank {n + 2} (or '
+        f'rank {n + 1} for a single unbatched example), got shape '
+        f'{inputs.shape}; reshape the input or give a kernel_size with one '
+        'entry per spatial dimension')
+  unbatched = inputs.ndim == n + 1
+  strides = _positive_ints(strides, n, 'strides', where)
+  input_dilation = _positive_ints(input_dilation, n, 'input_dilation', where)
+  kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
+                                   where)
+  padding = utils.check_padding(padding, n, where)
+  # A kernel larger than the padded input gives an empty output or an XLA
+  # error.
+  pads = ((0, 0),) * n if padding == 'VALID' else padding
+  if not isinstance(pads, str):
+    for i, (d, (lo, hi), k, di, dk) in enumerate(zip(
+        inputs.shape[-n - 1:-1], pads, kernel_size, input_dilation,
+        kernel_dilation)):
+      size = max(d - 1, 0) * di + min(d, 1) + lo + hi
+      extent = (k - 1) * dk + 1
+      if size < extent:
+        raise ValueError(
+            f'{where}: the kernel spans {extent} positions along spatial dim '
+            f'{i} (kernel_size={kernel_size}, kernel_dilation='
+            f'{kernel_dilation}) but the input of shape '
+            f'{inputs.shape} has {size} there, after input dilation and '
+            f'padding={pads}, so the output would be empty; '
+            "use padding='SAME', a smaller kernel or a larger input")
+  if unbatched:
+    inputs = inputs[None]
+  return (inputs, unbatched, kernel_size, strides, padding, input_dilation,
+          kernel_dilation)
 
 
 class Conv(Module):
@@ -265,18 +254,12 @@ class Conv(Module):
   shape `(features,)`.
   """
 
-  def apply(self,
-            inputs: Array,
-            features: int,
-            kernel_size: Sequence[int],
-            strides: Optional[Sequence[int]] = None,
-            padding: Any = 'SAME',
+  def apply(self, inputs: Array, features: int, kernel_size: Sequence[int],
+            strides: Optional[Sequence[int]] = None, padding: Any = 'SAME',
             input_dilation: Optional[Sequence[int]] = None,
             kernel_dilation: Optional[Sequence[int]] = None,
-            feature_group_count: int = 1,
-            bias: bool = True,
-            dtype: Any = jnp.float32,
-            precision: Any = None,
+            feature_group_count: int = 1, bias: bool = True,
+            dtype: Any = jnp.float32, precision: Any = None,
             kernel_init: Initializer = default_kernel_init,
             bias_init: Initializer = initializers.zeros,
             param_dtype: Any = jnp.float32) -> Array:
@@ -295,36 +278,23 @@ class Conv(Module):
       kernel_dilation: `n` ints (default None): atrous convolution.
       feature_group_count: split the input features into that many groups
         (default 1); `in_features` and `features` must be divisible by it.
-      bias: whether to add a bias (default True).
-      dtype: the computation dtype (default float32).
-      precision: `lax.Precision` of the convolution (default None).
-      kernel_init: initializer of the kernel (default `lecun_normal()`).
-      bias_init: initializer of the bias (default `zeros`).
-      param_dtype: the storage dtype of the parameters (default float32).
+      bias, dtype, precision, kernel_init, bias_init, param_dtype: see the
+        module docstring.
     Returns:
       An array of shape `(batch, out_spatial..., features)` (no batch axis
       for an unbatched input).
     """
-    _check_features(self.path, 'Conv', features)
-    kernel_size = _kernel_size(self.path, 'Conv', kernel_size)
-    inputs = jnp.asarray(inputs, dtype)
-    inputs, unbatched = _batched(self.path, 'Conv', inputs, kernel_size)
-    n = len(kernel_size)
-    where = f'{self.path}: Conv'
-    strides = _positive_ints(strides, n, 'strides', where)
-    input_dilation = _positive_ints(input_dilation, n, 'input_dilation',
-                                    where)
-    kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
-                                     where)
-    padding = utils.check_padding(padding, n, where)
-    _check_kernel_fits(where, inputs.shape[int(unbatched):], kernel_size,
-                       padding, input_dilation, kernel_dilation)
+    (inputs, unbatched, kernel_size, strides, padding, input_dilation,
+     kernel_dilation) = _conv_args(
+         self.path, 'Conv', inputs, features, kernel_size, strides, padding,
+         input_dilation, kernel_dilation, dtype)
     in_features = inputs.shape[-1]
     groups = feature_group_count
     if groups < 1 or in_features % groups or features % groups:
       raise ValueError(
-          f'{where}: feature_group_count={groups} must divide both the input '
-          f'features ({in_features}) and the output features ({features})')
+          f'{self.path}: Conv: feature_group_count={groups} must divide both '
+          f'the input features ({in_features}) and the output features '
+          f'({features})')
     kernel = utils.param(self, 'kernel',
                          kernel_size + (in_features // groups, features),
                          kernel_init, param_dtype)
@@ -336,8 +306,7 @@ class Conv(Module):
     if unbatched:
       y = y[0]
     if bias:
-      b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
-      y = y + jnp.asarray(b, dtype)
+      y = _add_bias(self, y, features, bias_init, param_dtype, dtype)
     return y
 
 
@@ -349,15 +318,10 @@ class ConvTranspose(Module):
   (`transpose_kernel=False`), as in `lax.conv_transpose`.
   """
 
-  def apply(self,
-            inputs: Array,
-            features: int,
-            kernel_size: Sequence[int],
-            strides: Optional[Sequence[int]] = None,
-            padding: Any = 'SAME',
+  def apply(self, inputs: Array, features: int, kernel_size: Sequence[int],
+            strides: Optional[Sequence[int]] = None, padding: Any = 'SAME',
             kernel_dilation: Optional[Sequence[int]] = None,
-            bias: bool = True,
-            dtype: Any = jnp.float32,
+            bias: bool = True, dtype: Any = jnp.float32,
             precision: Any = None,
             kernel_init: Initializer = default_kernel_init,
             bias_init: Initializer = initializers.zeros,
@@ -374,28 +338,15 @@ class ConvTranspose(Module):
       padding: `'SAME'` (default: output size `input * stride`), `'VALID'`,
         or `n` `(low, high)` pairs, as in `lax.conv_transpose`.
       kernel_dilation: `n` ints (default None).
-      bias: whether to add a bias (default True).
-      dtype: the computation dtype (default float32).
-      precision: `lax.Precision` of the convolution (default None).
-      kernel_init: initializer of the kernel (default `lecun_normal()`).
-      bias_init: initializer of the bias (default `zeros`).
-      param_dtype: the storage dtype of the parameters (default float32).
+      bias, dtype, precision, kernel_init, bias_init, param_dtype: see the
+        module docstring.
     Returns:
       An array of shape `(batch, out_spatial..., features)`.
     """
-    _check_features(self.path, 'ConvTranspose', features)
-    kernel_size = _kernel_size(self.path, 'ConvTranspose', kernel_size)
-    inputs = jnp.asarray(inputs, dtype)
-    inputs, unbatched = _batched(self.path, 'ConvTranspose', inputs,
-                                 kernel_size)
-    n = len(kernel_size)
-    where = f'{self.path}: ConvTranspose'
-    strides = _positive_ints(strides, n, 'strides', where)
-    kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
-                                     where)
-    padding = utils.check_padding(padding, n, where)
-    _check_kernel_fits(where, inputs.shape[int(unbatched):], kernel_size,
-                       padding, strides, kernel_dilation)
+    # The strides dilate the input.
+    inputs, unbatched, kernel_size, strides, padding, _, kernel_dilation = (
+        _conv_args(self.path, 'ConvTranspose', inputs, features, kernel_size,
+                   strides, padding, strides, kernel_dilation, dtype))
     kernel = utils.param(self, 'kernel',
                          kernel_size + (inputs.shape[-1], features),
                          kernel_init, param_dtype)
@@ -407,8 +358,7 @@ class ConvTranspose(Module):
     if unbatched:
       y = y[0]
     if bias:
-      b = utils.param(self, 'bias', (features,), bias_init, param_dtype)
-      y = y + jnp.asarray(b, dtype)
+      y = _add_bias(self, y, features, bias_init, param_dtype, dtype)
     return y
 
 
@@ -420,13 +370,9 @@ class Embed(Module):
   logits).
   """
 
-  def apply(self,
-            inputs: Array,
-            num_embeddings: int,
-            features: int,
+  def apply(self, inputs: Array, num_embeddings: int, features: int,
             embedding_init: Initializer = default_embed_init,
-            dtype: Any = jnp.float32,
-            param_dtype: Any = jnp.float32) -> Array:
+            dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> Array:
     """Embeds integer inputs.
 
     Arguments:
@@ -449,8 +395,7 @@ class Embed(Module):
           f'{inputs.dtype}; cast the ids with .astype(jnp.int32)')
     embedding = utils.param(self, 'embedding', (num_embeddings, features),
                             embedding_init, param_dtype)
-    embedding = jnp.asarray(embedding, dtype)
-    return embedding[inputs]
+    return jnp.asarray(embedding, dtype)[inputs]
 
   @module_method
   def attend(self, query: Array, dtype: Any = jnp.float32,
