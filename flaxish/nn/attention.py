@@ -18,6 +18,7 @@ Decoding with a cache (one position per step):
 Step `t` writes the key and value of position `t` into the cache and attends
 over positions `0..t`, so the outputs equal one causal pass over `x`.
 """
+import functools
 import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -62,10 +63,6 @@ def _attention_axes(axis: Any, ndim: int, where: str) -> Tuple[int, ...]:
   return tuple(out)
 
 
-def _invert_permutation(perm: Sequence[int]) -> Tuple[int, ...]:
-  return tuple(int(i) for i in np.argsort(perm))
-
-
 def _positions_to_inputs(values: Array, attention_axis: Tuple[int, ...],
                          shape: Tuple[int, ...]) -> Array:
   """Broadcasts an array over the attention axes (in `attention_axis` order)
@@ -77,16 +74,12 @@ def _positions_to_inputs(values: Array, attention_axis: Tuple[int, ...],
   return jnp.broadcast_to(values.reshape(full), shape)
 
 
-def dot_product_attention(query: Array,
-                          key: Array,
-                          value: Array,
+def dot_product_attention(query: Array, key: Array, value: Array,
                           dtype: Any = jnp.float32,
-                          bias: Optional[Array] = None,
-                          axis: Any = None,
+                          bias: Optional[Array] = None, axis: Any = None,
                           broadcast_dropout: bool = True,
                           dropout_rng: Optional[Any] = None,
-                          dropout_rate: float = 0.,
-                          deterministic: bool = False,
+                          dropout_rate: float = 0., deterministic: bool = False,
                           precision: Any = None) -> Array:
   """Attention weights `softmax(q k / sqrt(depth) + bias)` applied to values.
 
@@ -137,9 +130,7 @@ def dot_product_attention(query: Array,
     nb, na = len(batch_axes), len(axis)
     perm = batch_axes + axis + (n - 1,)
     # -> [batch axes (incl. heads), attention axes, depth]
-    q = jnp.transpose(query, perm)
-    k = jnp.transpose(key, perm)
-    v = jnp.transpose(value, perm)
+    q, k, v = (jnp.transpose(a, perm) for a in (query, key, value))
     q = q / jnp.sqrt(jnp.asarray(query.shape[-1], dtype))
     batch_dims = tuple(range(nb))
     logits = lax.dot_general(q, k, (((n - 1,), (n - 1,)),
@@ -157,10 +148,8 @@ def dot_product_attention(query: Array,
       if dropout_rng is None:
         dropout_rng = stochastic.make_rng()
       keep_prob = 1. - dropout_rate
-      if broadcast_dropout:
-        mask_shape = (1,) * nb + weights.shape[nb:]
-      else:
-        mask_shape = weights.shape
+      mask_shape = ((1,) * nb + weights.shape[nb:] if broadcast_dropout
+                    else weights.shape)
       keep = jax.random.bernoulli(dropout_rng, keep_prob, mask_shape)
       weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
 
@@ -168,13 +157,11 @@ def dot_product_attention(query: Array,
                                      (batch_dims, batch_dims)),
                         precision=precision)
     # y: [batch axes, q attention axes, value depth] -> input layout.
-    return jnp.transpose(y, _invert_permutation(perm))
+    return jnp.transpose(y, tuple(int(i) for i in np.argsort(perm)))
 
 
-def make_padding_mask(padding_mask_query: Array,
-                      padding_mask_key: Array,
-                      query_shape: Sequence[int],
-                      key_shape: Sequence[int],
+def make_padding_mask(padding_mask_query: Array, padding_mask_key: Array,
+                      query_shape: Sequence[int], key_shape: Sequence[int],
                       attention_axis: Any = None,
                       segmentation_mask: bool = False) -> Array:
   """The attention mask from per-position query and key masks.
@@ -250,10 +237,8 @@ def make_causal_mask(key: Array, attention_axis: Any = None,
   shape = jnp.shape(key)
   axis = _attention_axes(attention_axis, len(shape), 'make_causal_mask')
   attn_shape = tuple(shape[ax] for ax in axis)
-  length = int(np.prod(attn_shape))
-  positions = jnp.arange(length, dtype=jnp.int32)
-  offset = 1 if self_mask else 0
-  mask = positions[:, None] >= positions[None, :] + offset
+  positions = jnp.arange(int(np.prod(attn_shape)), dtype=jnp.int32)
+  mask = positions[:, None] >= positions[None, :] + int(self_mask)
   return mask.reshape((1,) * (len(shape) - len(axis) - 1) + attn_shape +
                       attn_shape)
 
@@ -339,25 +324,16 @@ class MultiHeadDotProductAttention(Module):
   `out` (kernel `(heads, head_dim, out_features)`, bias `(out_features,)`).
   """
 
-  def apply(self,
-            inputs_q: Array,
-            inputs_kv: Optional[Array],
-            num_heads: int,
-            dtype: Any = jnp.float32,
-            qkv_features: Optional[int] = None,
-            out_features: Optional[int] = None,
-            attention_axis: Any = None,
-            causal_mask: bool = False,
-            padding_mask: Optional[Array] = None,
+  def apply(self, inputs_q: Array, inputs_kv: Optional[Array], num_heads: int,
+            dtype: Any = jnp.float32, qkv_features: Optional[int] = None,
+            out_features: Optional[int] = None, attention_axis: Any = None,
+            causal_mask: bool = False, padding_mask: Optional[Array] = None,
             key_padding_mask: Optional[Array] = None,
             segmentation: Optional[Array] = None,
             key_segmentation: Optional[Array] = None,
-            cache: Optional[Cache] = None,
-            broadcast_dropout: bool = True,
-            dropout_rng: Optional[Any] = None,
-            dropout_rate: float = 0.,
-            deterministic: bool = False,
-            precision: Any = None,
+            cache: Optional[Cache] = None, broadcast_dropout: bool = True,
+            dropout_rng: Optional[Any] = None, dropout_rate: float = 0.,
+            deterministic: bool = False, precision: Any = None,
             kernel_init: Callable[..., Array] = default_kernel_init,
             bias_init: Callable[..., Array] = initializers.zeros,
             bias: bool = True,
@@ -384,10 +360,8 @@ class MultiHeadDotProductAttention(Module):
         inputs): queries attend only to keys of the same segment.
       key_segmentation: segment ids of the keys (default: `segmentation`).
       cache: a `Cache` for autoregressive decoding (needs `causal_mask`).
-      broadcast_dropout: one dropout mask for all batch elements and heads.
-      dropout_rng: key for the dropout on the weights (default make_rng()).
-      dropout_rate: dropout rate on the attention weights (default 0.).
-      deterministic: disables dropout (default False).
+      broadcast_dropout, dropout_rng, dropout_rate, deterministic: the
+        dropout on the attention weights, as in `dot_product_attention`.
       precision: `lax.Precision` of all contractions (default None).
       kernel_init: initializer of the projection kernels.
       bias_init: initializer of the projection biases.
@@ -470,22 +444,15 @@ class MultiHeadDotProductAttention(Module):
               f'{where}: causal_mask needs queries and keys of the same '
               f'attention shape, got {q_attn} and {k_attn}')
         masks.append(make_causal_mask(key, attention_axis))
-    if padding_mask is not None:
-      if key_padding_mask is None:
-        key_padding_mask = padding_mask
-      masks.append(make_padding_mask(padding_mask, key_padding_mask,
-                                     query.shape, key.shape, attention_axis))
-    if segmentation is not None:
-      if key_segmentation is None:
-        key_segmentation = segmentation
-      masks.append(make_padding_mask(segmentation, key_segmentation,
-                                     query.shape, key.shape, attention_axis,
-                                     segmentation_mask=True))
+    for q_mask, k_mask, segments in ((padding_mask, key_padding_mask, False),
+                                     (segmentation, key_segmentation, True)):
+      if q_mask is not None:
+        masks.append(make_padding_mask(
+            q_mask, q_mask if k_mask is None else k_mask, query.shape,
+            key.shape, attention_axis, segmentation_mask=segments))
     attention_bias = None
     if masks:
-      mask = masks[0] > 0
-      for m in masks[1:]:
-        mask = jnp.logical_and(mask, m > 0)
+      mask = functools.reduce(jnp.logical_and, [m > 0 for m in masks])
       attention_bias = jnp.where(mask, 0., _MASKED).astype(jnp.float32)
 
     x = attention_fn(
