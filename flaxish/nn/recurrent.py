@@ -12,7 +12,10 @@ Inside a module, declare the cell once with `.shared()` and scan over it,
 e.g. with `jax_utils.scan_in_dim(step, carry, xs, axis=1)`.
 
 The new carry keeps the dtype of the given carry (so `lax.scan` sees a fixed
-carry type whatever the computation `dtype` is).
+carry type whatever the computation `dtype` is). Arguments shared by the
+cells: `dtype` (default float32), the computation dtype; `param_dtype`
+(default float32), the storage dtype of the parameters; `kernel_init`
+(default lecun_normal), `bias_init` (default zeros).
 """
 import abc
 from typing import Any, Callable, Optional, Sequence, Tuple
@@ -71,6 +74,23 @@ class RNNCellBase(Module):
     """
 
 
+def _dense_pair(inputs: Array, h: Array, input_bias: bool, kernel_init,
+                recurrent_kernel_init, bias_init, dtype, param_dtype):
+  """`Dense` partials on the inputs and on the hidden state `h`."""
+  dense = linear.Dense.partial(features=h.shape[-1], bias_init=bias_init,
+                               dtype=dtype, param_dtype=param_dtype)
+  dense_i = dense.partial(inputs=inputs, bias=input_bias,
+                          kernel_init=kernel_init)
+  dense_h = dense.partial(inputs=h, bias=not input_bias,
+                          kernel_init=recurrent_kernel_init)
+  return dense_i, dense_h
+
+
+def _carry_pair(rng: Any, shape: Tuple[int, ...], init_fn: Initializer):
+  key_c, key_h = jax.random.split(rng)
+  return init_fn(key_c, shape), init_fn(key_h, shape)
+
+
 class LSTMCell(RNNCellBase):
   r"""A long short-term memory cell.
 
@@ -85,9 +105,7 @@ class LSTMCell(RNNCellBase):
   `hi, hf, hg, ho` on the hidden state (with bias). The carry is `(c, h)`.
   """
 
-  def apply(self,
-            carry: Tuple[Array, Array],
-            inputs: Array,
+  def apply(self, carry: Tuple[Array, Array], inputs: Array,
             gate_fn: Callable[[Array], Array] = activation.sigmoid,
             activation_fn: Callable[[Array], Array] = activation.tanh,
             kernel_init: Initializer = linear.default_kernel_init,
@@ -102,26 +120,18 @@ class LSTMCell(RNNCellBase):
       inputs: `(*batch, in_features)`.
       gate_fn: the gate nonlinearity (default sigmoid).
       activation_fn: the cell/output nonlinearity (default tanh).
-      kernel_init: initializer of the input kernels (default lecun_normal).
       recurrent_kernel_init: initializer of the hidden kernels (default
         orthogonal).
-      bias_init: initializer of the biases (default zeros).
-      dtype: the computation dtype (default float32).
-      param_dtype: the storage dtype of the parameters (default float32).
+      kernel_init, bias_init, dtype, param_dtype: see the module docstring.
     Returns:
       `((new_c, new_h), new_h)`.
     """
     c, h = carry
     _check_pair(self.path, 'LSTMCell', c, h)
     _check_carry(self.path, 'LSTMCell', h, inputs)
-    hidden = h.shape[-1]
-    dense_h = linear.Dense.partial(
-        inputs=h, features=hidden, bias=True,
-        kernel_init=recurrent_kernel_init, bias_init=bias_init, dtype=dtype,
-        param_dtype=param_dtype)
-    dense_i = linear.Dense.partial(
-        inputs=inputs, features=hidden, bias=False, kernel_init=kernel_init,
-        dtype=dtype, param_dtype=param_dtype)
+    dense_i, dense_h = _dense_pair(inputs, h, False, kernel_init,
+                                   recurrent_kernel_init, bias_init, dtype,
+                                   param_dtype)
     i = gate_fn(dense_i(name='ii') + dense_h(name='hi'))
     f = gate_fn(dense_i(name='if') + dense_h(name='hf'))
     g = activation_fn(dense_i(name='ig') + dense_h(name='hg'))
@@ -135,17 +145,9 @@ class LSTMCell(RNNCellBase):
   def initialize_carry(rng: Any, batch_dims: Tuple[int, ...], size: int,
                        init_fn: Initializer = initializers.zeros
                        ) -> Tuple[Array, Array]:
-    """`(c, h)`, each of shape `batch_dims + (size,)` (zeros by default).
-
-    Arguments:
-      rng: a PRNG key, split between c and h.
-      batch_dims: the batch shape, e.g. `(batch,)`.
-      size: the number of hidden features.
-      init_fn: `init_fn(key, shape)` (default zeros).
-    """
-    key_c, key_h = jax.random.split(rng)
-    shape = tuple(batch_dims) + (size,)
-    return init_fn(key_c, shape), init_fn(key_h, shape)
+    """`(c, h)`, each of shape `batch_dims + (size,)` (zeros by default);
+    `rng` is split between them."""
+    return _carry_pair(rng, tuple(batch_dims) + (size,), init_fn)
 
 
 class GRUCell(RNNCellBase):
@@ -160,9 +162,7 @@ class GRUCell(RNNCellBase):
   hidden state (no bias) and `hn` (with bias). The carry is `h`.
   """
 
-  def apply(self,
-            carry: Array,
-            inputs: Array,
+  def apply(self, carry: Array, inputs: Array,
             gate_fn: Callable[[Array], Array] = activation.sigmoid,
             activation_fn: Callable[[Array], Array] = activation.tanh,
             kernel_init: Initializer = linear.default_kernel_init,
@@ -177,25 +177,17 @@ class GRUCell(RNNCellBase):
       inputs: `(*batch, in_features)`.
       gate_fn: the gate nonlinearity (default sigmoid).
       activation_fn: the candidate nonlinearity (default tanh).
-      kernel_init: initializer of the input kernels (default lecun_normal).
       recurrent_kernel_init: initializer of the hidden kernels (default
         orthogonal).
-      bias_init: initializer of the biases (default zeros).
-      dtype: the computation dtype (default float32).
-      param_dtype: the storage dtype of the parameters (default float32).
+      kernel_init, bias_init, dtype, param_dtype: see the module docstring.
     Returns:
       `(new_h, new_h)`.
     """
     h = carry
     _check_carry(self.path, 'GRUCell', h, inputs)
-    hidden = h.shape[-1]
-    dense_h = linear.Dense.partial(
-        inputs=h, features=hidden, bias=False,
-        kernel_init=recurrent_kernel_init, bias_init=bias_init, dtype=dtype,
-        param_dtype=param_dtype)
-    dense_i = linear.Dense.partial(
-        inputs=inputs, features=hidden, bias=True, kernel_init=kernel_init,
-        bias_init=bias_init, dtype=dtype, param_dtype=param_dtype)
+    dense_i, dense_h = _dense_pair(inputs, h, True, kernel_init,
+                                   recurrent_kernel_init, bias_init, dtype,
+                                   param_dtype)
     r = gate_fn(dense_i(name='ir') + dense_h(name='hr'))
     z = gate_fn(dense_i(name='iz') + dense_h(name='hz'))
     n = activation_fn(dense_i(name='in') + r * dense_h(name='hn', bias=True))
@@ -205,14 +197,7 @@ class GRUCell(RNNCellBase):
   @staticmethod
   def initialize_carry(rng: Any, batch_dims: Tuple[int, ...], size: int,
                        init_fn: Initializer = initializers.zeros) -> Array:
-    """`h` of shape `batch_dims + (size,)` (zeros by default).
-
-    Arguments:
-      rng: a PRNG key, given to `init_fn`.
-      batch_dims: the batch shape, e.g. `(batch,)`.
-      size: the number of hidden features.
-      init_fn: `init_fn(key, shape)` (default zeros).
-    """
+    """`h` of shape `batch_dims + (size,)` (zeros by default)."""
     return init_fn(rng, tuple(batch_dims) + (size,))
 
 
@@ -229,15 +214,10 @@ class ConvLSTM(RNNCellBase):
   features)`.
   """
 
-  def apply(self,
-            carry: Tuple[Array, Array],
-            inputs: Array,
-            features: int,
+  def apply(self, carry: Tuple[Array, Array], inputs: Array, features: int,
             kernel_size: Sequence[int],
-            strides: Optional[Sequence[int]] = None,
-            padding: Any = 'SAME',
-            bias: bool = True,
-            dtype: Any = jnp.float32,
+            strides: Optional[Sequence[int]] = None, padding: Any = 'SAME',
+            bias: bool = True, dtype: Any = jnp.float32,
             kernel_init: Initializer = linear.default_kernel_init,
             bias_init: Initializer = initializers.zeros,
             param_dtype: Any = jnp.float32) -> Tuple[Any, Array]:
@@ -252,10 +232,8 @@ class ConvLSTM(RNNCellBase):
         the spatial shape of the convolution output.
       padding: `'SAME'` (default), `'VALID'` or `(low, high)` pairs.
       bias: whether the convolutions have biases (default True).
-      dtype: the computation dtype (default float32).
-      kernel_init: initializer of both kernels (default lecun_normal).
-      bias_init: initializer of both biases (default zeros).
-      param_dtype: the storage dtype of the parameters (default float32).
+      kernel_init, bias_init, dtype, param_dtype: see the module docstring
+        (both convolutions).
     Returns:
       `((new_c, new_h), new_h)`.
     """
@@ -291,14 +269,6 @@ class ConvLSTM(RNNCellBase):
                        size: Tuple[int, ...],
                        init_fn: Initializer = initializers.zeros
                        ) -> Tuple[Array, Array]:
-    """`(c, h)`, each of shape `batch_dims + size` (zeros by default).
-
-    Arguments:
-      rng: a PRNG key, split between c and h.
-      batch_dims: the batch shape, e.g. `(batch,)`.
-      size: a tuple, the spatial shape plus the features, e.g. `(h, w, 16)`.
-      init_fn: `init_fn(key, shape)` (default zeros).
-    """
-    key_c, key_h = jax.random.split(rng)
-    shape = tuple(batch_dims) + tuple(size)
-    return init_fn(key_c, shape), init_fn(key_h, shape)
+    """`(c, h)`, each of shape `batch_dims + size` (zeros by default), where
+    `size` is the spatial shape plus the features, e.g. `(h, w, 16)`."""
+    return _carry_pair(rng, tuple(batch_dims) + tuple(size), init_fn)
