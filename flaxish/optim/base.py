@@ -30,6 +30,11 @@ class OptimizerState:
   param_states: Any
 
 
+def initial_state(param_states: Any) -> OptimizerState:
+  """`OptimizerState` at step 0 (an int32 scalar)."""
+  return OptimizerState(jnp.asarray(0, jnp.int32), param_states)
+
+
 def param_state(cls):
   """Decorates a `typing.NamedTuple` of per-parameter optimizer state: its
   state dict is `{field: value}` (the 2020 layout); adds `replace(**kw)`."""
@@ -58,8 +63,7 @@ def param_state(cls):
 
 
 def cast_like(x: Any, ref: Any) -> Any:
-  """`x` as a JAX array of the dtype JAX gives `ref` (float64 NumPy params
-  become float32 unless x64 is on); a no-op when the dtypes agree."""
+  """`x` as a JAX array of the dtype JAX gives `ref` (float64 -> float32)."""
   return jnp.asarray(x, jnp.result_type(ref))
 
 
@@ -69,7 +73,6 @@ def is_static_zero(x: Any) -> bool:
 
 
 def _children(x):
-  """The immediate pytree children of `x` as `(key, child)` pairs."""
   return jax.tree_util.tree_flatten_with_path(
       x, is_leaf=lambda y: y is not x)[0]
 
@@ -98,11 +101,11 @@ def _first_difference(a, b, path=()) -> Optional[Tuple[str, str, str]]:
 
 
 def check_gradients(params: Any, grads: Any) -> None:
-  """Raises ValueError naming the first path where the structure or shapes
-  of `grads` and `params` differ."""
-  if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(
-      grads):
-    path, pa, ga = _first_difference(params, grads)
+  """Raises ValueError at the first path where `grads` and `params` differ
+  in structure or shape."""
+  diff = _first_difference(params, grads)
+  if diff is not None:
+    path, pa, ga = diff
     raise ValueError(
         f'the gradient tree does not match the parameters: at {path} the '
         f'parameters have {pa} but the gradients have {ga}. Pass gradients '
@@ -162,8 +165,8 @@ class OptimizerDef:
 
   def init_state(self, params) -> Any:
     """Returns `OptimizerState(0, <init_param_state of every leaf>)`."""
-    param_states = jax.tree_util.tree_map(self.init_param_state, params)
-    return OptimizerState(jnp.asarray(0, dtype=jnp.int32), param_states)
+    return initial_state(jax.tree_util.tree_map(self.init_param_state,
+                                                params))
 
   def hyper_param_names(self, hyper_params: Any = None) -> Tuple[str, ...]:
     """The names `update_hyper_params` accepts (`'*'`: any name)."""
@@ -234,8 +237,8 @@ class Optimizer:
     return self.replace(target=new_target, state=new_state)
 
   def compute_gradient(self, loss_fn: Callable[[Any], Any]) -> Tuple[Any, ...]:
-    """Returns `(loss, grad)` or, if `loss_fn` returns `(loss, aux)`,
-    `(loss, aux, grad)`; `loss_fn` takes the target."""
+    """`(loss, grad)`, or `(loss, aux, grad)` if `loss_fn(target)` returns
+    `(loss, aux)`."""
     def wrapped(target):
       out = loss_fn(target)
       if isinstance(out, (tuple, list)) and len(out) == 2:
@@ -243,9 +246,7 @@ class Optimizer:
       return out, _NoAux
 
     (loss, aux), grad = jax.value_and_grad(wrapped, has_aux=True)(self.target)
-    if aux is _NoAux:
-      return loss, grad
-    return loss, aux, grad
+    return (loss, grad) if aux is _NoAux else (loss, aux, grad)
 
   compute_gradients = compute_gradient
 
@@ -268,10 +269,9 @@ class Optimizer:
     if self.is_replicated():
       raise ValueError('this optimizer is already replicated; call '
                        'unreplicate() first to replicate it differently')
-    devices = list(devices) if devices is not None else jax.local_devices()
     opt_def = ReplicatedOptimizer(self.optimizer_def, devices, axis_name)
     return jax_utils.replicate_leaves(self.replace(optimizer_def=opt_def),
-                                       devices, axis_name)
+                                       opt_def.devices, axis_name)
 
   def unreplicate(self) -> 'Optimizer':
     """Returns the first device's copy, as an unreplicated optimizer."""
@@ -280,8 +280,7 @@ class Optimizer:
           'unreplicate: this optimizer is not replicated (it did not come '
           'from optimizer.replicate() or jax_utils.replicate()); use it '
           'as it is')
-    optimizer = self.replace(optimizer_def=self.optimizer_def.optimizer_def)
-    return jax_utils.unreplicate_leaves(optimizer)
+    return jax_utils.unreplicate_leaves(self._jax_utils_unreplicate())
 
   def _jax_utils_replicate(self, devices):  # before jax_utils.replicate
     if self.is_replicated():
@@ -310,18 +309,11 @@ serialization.register_serialization_state(
     Optimizer, Optimizer.state_dict, Optimizer.restore_state, override=True)
 
 
-def _find_step(state: Any) -> Any:
-  if isinstance(state, OptimizerState):
-    return state.step
-  if isinstance(state, (list, tuple)) and state:
-    return _find_step(state[0])
-  return None
-
-
 def _has_device_axis(state: Any) -> bool:
   """True unless the state's step counter is a scalar (not replicated)."""
-  step = _find_step(state)
-  return step is None or np.ndim(step) >= 1
+  while isinstance(state, (list, tuple)) and state:
+    state = state[0]
+  return not isinstance(state, OptimizerState) or np.ndim(state.step) >= 1
 
 
 class ReplicatedOptimizer(OptimizerDef):
@@ -374,11 +366,6 @@ class ReplicatedOptimizer(OptimizerDef):
 
 class _Tag:
   """A unique leaf marking what a traversal selects."""
-
-
-def _sorted_param_items(params):
-  flat = traverse_util.flatten_dict(params, keep_empty_nodes=True)
-  return sorted(flat.items(), key=lambda kv: kv[0])
 
 
 class MultiOptimizer(OptimizerDef):
@@ -483,7 +470,8 @@ class MultiOptimizer(OptimizerDef):
     return new_hps
 
 
-def _get_params_dict(inputs):
+def _sorted_param_items(inputs):
+  """`(path tuple, value)` of an `nn.Model`'s params, sorted by path."""
   from flaxish import nn  # pylint: disable=g-import-not-at-top
   model_type = getattr(nn, 'Model', None)
   if model_type is None or not isinstance(inputs, model_type):
@@ -492,7 +480,8 @@ def _get_params_dict(inputs):
         f'{type(inputs).__name__}; wrap the params with '
         'nn.Model(module, params) or use a traverse_util traversal such as '
         "traverse_util.t_identity['params']")
-  return inputs.params
+  flat = traverse_util.flatten_dict(inputs.params, keep_empty_nodes=True)
+  return sorted(flat.items(), key=lambda kv: kv[0])
 
 
 class ModelParamTraversal(traverse_util.Traversal):
@@ -505,7 +494,7 @@ class ModelParamTraversal(traverse_util.Traversal):
   def paths(self, inputs) -> List[Tuple[str, Any]]:
     """All `(path, value)` pairs of the model's params, in visiting order."""
     return [('/' + '/'.join(key), value)
-            for key, value in _sorted_param_items(_get_params_dict(inputs))
+            for key, value in _sorted_param_items(inputs)
             if value is not traverse_util.empty_node]
 
   def iterate(self, inputs):
@@ -515,9 +504,9 @@ class ModelParamTraversal(traverse_util.Traversal):
 
   def update(self, fn, inputs):
     new_flat = {}
-    for key, value in _sorted_param_items(_get_params_dict(inputs)):
-      if value is not traverse_util.empty_node:
-        if self._filter_fn('/' + '/'.join(key), value):
-          value = fn(value)
+    for key, value in _sorted_param_items(inputs):
+      if (value is not traverse_util.empty_node and
+          self._filter_fn('/' + '/'.join(key), value)):
+        value = fn(value)
       new_flat[key] = value
     return inputs.replace(params=traverse_util.unflatten_dict(new_flat))
