@@ -1,8 +1,13 @@
 """Normalization layers: `BatchNorm`, `LayerNorm`, `GroupNorm`.
 
 Statistics are computed in float32 (or wider if the input is wider) whatever
-`dtype` is; the output is cast to `dtype`. Parameters are stored as
-`param_dtype` (default float32).
+`dtype` is. Arguments shared by the layers:
+
+- `dtype` (default float32): the dtype of the output.
+- `param_dtype` (default float32): the storage dtype of the parameters.
+- `bias` / `scale` (default True): whether to add a learned `bias` / multiply
+  by a learned `scale`, initialized by `bias_init` (default zeros) /
+  `scale_init` (default ones).
 """
 from typing import Any, Callable, Optional, Sequence, Union
 import warnings
@@ -52,9 +57,14 @@ def _stats_dtype(x: Array) -> Any:
   return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
 
-def _mean_and_var(x: Array, axes: Sequence[int], keepdims: bool):
+def _mean_and_var(x: Array, axes: Sequence[int], keepdims: bool = False,
+                  axis_name: Optional[str] = None, axis_index_groups=None):
   mean = jnp.mean(x, axes, keepdims=keepdims)
   mean2 = jnp.mean(lax.square(x), axes, keepdims=keepdims)
+  if axis_name is not None:  # one pmean for both statistics
+    both = lax.pmean(jnp.stack([mean, mean2]), axis_name,
+                     axis_index_groups=axis_index_groups)
+    mean, mean2 = both[0], both[1]
   # E[x^2] - E[x]^2 can come out slightly negative through rounding.
   return mean, jnp.maximum(mean2 - lax.square(mean), 0.)
 
@@ -100,20 +110,14 @@ class BatchNorm(Module):
         y = Model.call(params, x, train=False)
   """
 
-  def apply(self,
-            x: Array,
-            batch_stats: Optional[Collection] = None,
+  def apply(self, x: Array, batch_stats: Optional[Collection] = None,
             use_running_average: bool = False,
-            axis: Union[int, Sequence[int]] = -1,
-            momentum: float = 0.99,
-            epsilon: float = 1e-5,
-            dtype: Any = jnp.float32,
-            bias: bool = True,
-            scale: bool = True,
+            axis: Union[int, Sequence[int]] = -1, momentum: float = 0.99,
+            epsilon: float = 1e-5, dtype: Any = jnp.float32,
+            bias: bool = True, scale: bool = True,
             bias_init: Initializer = initializers.zeros,
             scale_init: Initializer = initializers.ones,
-            axis_name: Optional[str] = None,
-            axis_index_groups: Any = None,
+            axis_name: Optional[str] = None, axis_index_groups: Any = None,
             param_dtype: Any = jnp.float32) -> Array:
     """Normalizes `x` with batch (or running) statistics.
 
@@ -127,16 +131,12 @@ class BatchNorm(Module):
         (default -1); all other axes are reduced.
       momentum: decay of the running averages (default 0.99).
       epsilon: added to the variance (default 1e-5).
-      dtype: the dtype of the output (default float32).
-      bias: whether to add the learned `bias` (default True).
-      scale: whether to multiply by the learned `scale` (default True).
-      bias_init: initializer of `bias` (default zeros).
-      scale_init: initializer of `scale` (default ones).
+      dtype, bias, scale, bias_init, scale_init, param_dtype: see the
+        module docstring.
       axis_name: a `pmap`/`shard_map` axis name: average the statistics over
         the devices along it (one `lax.pmean` of `[mean, mean(x^2)]`), so
         every replica uses and stores the same statistics (default None).
       axis_index_groups: device groups for `lax.pmean` (default None: all).
-      param_dtype: the storage dtype of the parameters (default float32).
     Returns:
       An array of the shape of `x` and dtype `dtype`.
     """
@@ -165,12 +165,12 @@ class BatchNorm(Module):
             'none are available: run it inside `with nn.stateful(state, '
             'mutable=False):` with the state from init/training, or pass '
             'batch_stats=<Collection>')
-      mean, var = ra_mean.value, ra_var.value
-      mean = jnp.asarray(mean, x.dtype)
-      var = jnp.asarray(var, x.dtype)
+      mean, var = (jnp.asarray(ra.value, x.dtype) for ra in (ra_mean, ra_var))
     else:
-      mean, var = self._batch_stats(x, reduction_axes, axis_name,
-                                    axis_index_groups)
+      if self.is_initializing():
+        axis_name = None
+      mean, var = _mean_and_var(x, reduction_axes, axis_name=axis_name,
+                                axis_index_groups=axis_index_groups)
       if ra_mean is not None and not self.is_initializing():
         ra_mean.value = momentum * ra_mean.value + (1. - momentum) * mean
         ra_var.value = momentum * ra_var.value + (1. - momentum) * var
@@ -181,15 +181,6 @@ class BatchNorm(Module):
                    bias_init, param_dtype)
     return jnp.asarray(y, dtype)
 
-  def _batch_stats(self, x, reduction_axes, axis_name, axis_index_groups):
-    mean = jnp.mean(x, reduction_axes)
-    mean2 = jnp.mean(lax.square(x), reduction_axes)
-    if axis_name is not None and not self.is_initializing():
-      both = lax.pmean(jnp.stack([mean, mean2]), axis_name,
-                       axis_index_groups=axis_index_groups)
-      mean, mean2 = both[0], both[1]
-    return mean, jnp.maximum(mean2 - lax.square(mean), 0.)
-
 
 class LayerNorm(Module):
   """Layer normalization (arxiv.org/abs/1607.06450) over the last axis.
@@ -197,12 +188,8 @@ class LayerNorm(Module):
   Parameters: `scale` and `bias` of shape `(features,)`.
   """
 
-  def apply(self,
-            x: Array,
-            epsilon: float = 1e-6,
-            dtype: Any = jnp.float32,
-            bias: bool = True,
-            scale: bool = True,
+  def apply(self, x: Array, epsilon: float = 1e-6, dtype: Any = jnp.float32,
+            bias: bool = True, scale: bool = True,
             bias_init: Initializer = initializers.zeros,
             scale_init: Initializer = initializers.ones,
             param_dtype: Any = jnp.float32) -> Array:
@@ -211,12 +198,8 @@ class LayerNorm(Module):
     Arguments:
       x: array of shape `(..., features)`.
       epsilon: added to the variance (default 1e-6).
-      dtype: the dtype of the output (default float32).
-      bias: whether to add the learned `bias` (default True).
-      scale: whether to multiply by the learned `scale` (default True).
-      bias_init: initializer of `bias` (default zeros).
-      scale_init: initializer of `scale` (default ones).
-      param_dtype: the storage dtype of the parameters (default float32).
+      dtype, bias, scale, bias_init, scale_init, param_dtype: see the
+        module docstring.
     Returns:
       An array of the shape of `x` and dtype `dtype`.
     """
@@ -240,14 +223,9 @@ class GroupNorm(Module):
   `bias` of shape `(1, ..., 1, channels)` (the rank of the input).
   """
 
-  def apply(self,
-            x: Array,
-            num_groups: Optional[int] = 32,
-            group_size: Optional[int] = None,
-            epsilon: float = 1e-6,
-            dtype: Any = jnp.float32,
-            bias: bool = True,
-            scale: bool = True,
+  def apply(self, x: Array, num_groups: Optional[int] = 32,
+            group_size: Optional[int] = None, epsilon: float = 1e-6,
+            dtype: Any = jnp.float32, bias: bool = True, scale: bool = True,
             bias_init: Initializer = initializers.zeros,
             scale_init: Initializer = initializers.ones,
             param_dtype: Any = jnp.float32) -> Array:
@@ -260,12 +238,8 @@ class GroupNorm(Module):
         exactly one of `num_groups` and `group_size`: to use `group_size`,
         pass `num_groups=None`.
       epsilon: added to the variance (default 1e-6).
-      dtype: the dtype of the output (default float32).
-      bias: whether to add the learned `bias` (default True).
-      scale: whether to multiply by the learned `scale` (default True).
-      bias_init: initializer of `bias` (default zeros).
-      scale_init: initializer of `scale` (default ones).
-      param_dtype: the storage dtype of the parameters (default float32).
+      dtype, bias, scale, bias_init, scale_init, param_dtype: see the
+        module docstring.
     Returns:
       An array of the shape of `x` and dtype `dtype`.
     """
