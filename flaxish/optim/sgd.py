@@ -23,6 +23,5 @@ class GradientDescent(OptimizerDef):
     return ()
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    del step
     new_param = param - hyper_params.learning_rate * grad
     return cast_like(new_param, param), state
