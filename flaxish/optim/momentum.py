@@ -43,15 +43,11 @@ class Momentum(OptimizerDef):
     return _MomentumParamState(jnp.zeros_like(param))
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    del step
     beta = hyper_params.beta
     if not is_static_zero(hyper_params.weight_decay):
       grad = grad + hyper_params.weight_decay * param
     new_momentum = beta * state.momentum + grad
-    if hyper_params.nesterov:
-      d_p = grad + beta * new_momentum
-    else:
-      d_p = new_momentum
+    d_p = grad + beta * new_momentum if hyper_params.nesterov else new_momentum
     new_param = param - hyper_params.learning_rate * d_p
     return (cast_like(new_param, param),
             _MomentumParamState(cast_like(new_momentum, state.momentum)))
