@@ -35,7 +35,6 @@ class Adagrad(OptimizerDef):
     return _AdagradParamState(jnp.zeros_like(param))
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    del step
     new_G = state.G + jnp.square(grad)  # pylint: disable=invalid-name
     new_param = param - hyper_params.learning_rate * grad / (
         jnp.sqrt(new_G) + hyper_params.eps)
