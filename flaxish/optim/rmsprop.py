@@ -37,7 +37,6 @@ class RMSProp(OptimizerDef):
     return _RMSPropParamState(jnp.zeros_like(param))
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    del step
     beta2 = hyper_params.beta2
     new_v = beta2 * state.v + (1. - beta2) * jnp.square(grad)
     new_param = param - hyper_params.learning_rate * grad / (
