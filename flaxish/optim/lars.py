@@ -49,7 +49,6 @@ class LARS(OptimizerDef):
     return _LARSParamState(jnp.zeros_like(param))
 
   def apply_param_gradient(self, step, hyper_params, param, state, grad):
-    del step
     wd = hyper_params.weight_decay
     param_norm = jnp.linalg.norm(param)
     grad_norm = jnp.linalg.norm(grad)
@@ -64,10 +63,7 @@ class LARS(OptimizerDef):
       grad = grad + wd * param
     scaled_grad = scaled_lr * grad
     new_momentum = hyper_params.beta * state.momentum + scaled_grad
-    if hyper_params.nesterov:
-      d_p = scaled_grad + hyper_params.beta * new_momentum
-    else:
-      d_p = new_momentum
-    new_param = param - d_p
+    new_param = param - (scaled_grad + hyper_params.beta * new_momentum
+                         if hyper_params.nesterov else new_momentum)
     return (cast_like(new_param, param),
             _LARSParamState(cast_like(new_momentum, state.momentum)))
