@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import OptimizerDef, OptimizerState
+from flaxish.optim.base import OptimizerDef, OptimizerState, initial_state
 from flaxish.optim.wrapper import OptimizerWrapper
 
 __all__ = ['ParameterEMA']
@@ -41,8 +41,7 @@ class ParameterEMA(OptimizerWrapper):
 
   def init_state(self, params):
     ema = jax.tree_util.tree_map(jnp.array, params)  # a copy
-    return OptimizerState(
-        jnp.asarray(0, jnp.int32),
+    return initial_state(
         _EMAState(self.wrapped_optimizer.init_state(params), ema))
 
   def apply_gradient(self, hyper_params, params, state, grads):
