@@ -6,7 +6,8 @@ from jax import lax
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
+from flaxish.optim.base import (OptimizerDef, OptimizerState, check_gradients,
+                                initial_state)
 from flaxish.optim.wrapper import OptimizerWrapper
 
 __all__ = ['GradientAccumulation']
@@ -52,10 +53,8 @@ class GradientAccumulation(OptimizerWrapper):
   def init_state(self, params):
     grad_sum = jax.tree_util.tree_map(
         lambda p: jnp.zeros(jnp.shape(p), _acc_dtype(p)), params)
-    return OptimizerState(
-        jnp.asarray(0, jnp.int32),
-        _AccumulationState(self.wrapped_optimizer.init_state(params),
-                           grad_sum))
+    return initial_state(_AccumulationState(
+        self.wrapped_optimizer.init_state(params), grad_sum))
 
   def apply_gradient(self, hyper_params, params, state, grads):
     self.check_hyper_params(hyper_params)
