@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxish import struct
-from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
+from flaxish.optim.base import OptimizerState, check_gradients, initial_state
 from flaxish.optim.tree_state import TreeStateOptimizerDef
 
 __all__ = ['OptaxOptimizer']
@@ -49,8 +49,7 @@ class OptaxOptimizer(TreeStateOptimizerDef):
     return hp
 
   def init_state(self, params):
-    return OptimizerState(jnp.asarray(0, jnp.int32),
-                          self.transformation.init(params))
+    return initial_state(self.transformation.init(params))
 
   def _inject(self, opt_state, overrides):
     hps = getattr(opt_state, 'hyperparams', None)  # inject_hyperparams
