@@ -2,10 +2,8 @@
 `OptimizerDef` API."""
 from typing import Any, Sequence
 
-import jax.numpy as jnp
-
 from flaxish import struct
-from flaxish.optim.base import OptimizerDef, OptimizerState, check_gradients
+from flaxish.optim.base import OptimizerState, check_gradients, initial_state
 from flaxish.optim.tree_state import TreeStateOptimizerDef
 
 __all__ = ['ExampleLibrariesOptimizer']
@@ -44,7 +42,7 @@ class ExampleLibrariesOptimizer(TreeStateOptimizerDef):
     return hp
 
   def init_state(self, params):
-    return OptimizerState(jnp.asarray(0, jnp.int32), self.init_fun(params))
+    return initial_state(self.init_fun(params))
 
   def apply_gradient(self, hyper_params, params, state, grads):
     check_gradients(params, grads)
