@@ -1,10 +1,4 @@
-"""Weight normalization as an optimizer wrapper.
-
-Each parameter with more than one row (`p.size > p.shape[-1]`) is optimized
-as a direction and a per-output scale, `p = scale * direction / |direction|`,
-with norms over all axes but the last (https://arxiv.org/abs/1602.07868).
-Other parameters (biases, scalars) are passed to the wrapped optimizer as is.
-"""
+"""Weight normalization as an optimizer wrapper."""
 from typing import Any, NamedTuple
 
 import jax
@@ -36,13 +30,13 @@ def _is_split(param) -> bool:
   return param.ndim > 0 and param.size > param.shape[-1]
 
 
-def _reduce_axes(param):
-  return tuple(range(param.ndim - 1))
+def _sum_rows(x):
+  """The sum over all axes but the last (kept as size-1 axes)."""
+  return jnp.sum(x, tuple(range(x.ndim - 1)), keepdims=True)
 
 
 def _norm(x):
-  """The L2 norm over all axes but the last (kept as size-1 axes)."""
-  return jnp.sqrt(jnp.sum(jnp.square(x), _reduce_axes(x), keepdims=True))
+  return jnp.sqrt(_sum_rows(jnp.square(x)))
 
 
 def _as_wn(treedef, pairs):
@@ -52,7 +46,11 @@ def _as_wn(treedef, pairs):
 
 
 class WeightNorm(OptimizerWrapper):
-  """Runs `wrapped_optimizer` on weight-normalized parameters.
+  """Runs `wrapped_optimizer` on weight-normalized parameters
+  (https://arxiv.org/abs/1602.07868): each parameter with more than one row
+  (`p.size > p.shape[-1]`) is optimized as a direction and a per-output
+  scale, `p = scale * direction / |direction|`, norms over all axes but the
+  last; other parameters (biases, scalars) are passed on as they are.
 
   Arguments:
     wrapped_optimizer: the `OptimizerDef` that updates directions and scales.
@@ -94,7 +92,7 @@ class WeightNorm(OptimizerWrapper):
         continue
       direction = p / s.mult
       scale = _norm(p) * jnp.sign(s.mult)
-      scale_grad = jnp.sum(g * direction, axis=_reduce_axes(p), keepdims=True)
+      scale_grad = _sum_rows(g * direction)
       direction_grad = s.mult * (g - scale_grad * direction)
       if not is_static_zero(hyper_params.wn_decay):
         direction_grad = direction_grad + hyper_params.wn_decay * direction
