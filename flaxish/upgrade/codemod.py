@@ -15,7 +15,8 @@ except ImportError as e:  # pragma: no cover - exercised only without libcst
   raise ImportError('flaxish.upgrade needs LibCST: '
                     "pip install 'flaxish[upgrade]' (or pip install libcst)") from e
 
-__all__ = ['Upgrade', 'upgrade_source', 'MODULES', 'NAMES', 'AT_METHODS', 'SHAPE_ARGS']
+__all__ = ['Upgrade', 'upgrade_source', 'MODULES', 'NAMES', 'AT_METHODS',
+           'SHAPE_ARGS', 'ARRAY_MAKERS', 'NUMPY_ON_JAX']
 
 # Renamed modules: every import form and every `module.attr` use.
 MODULES = {'flax': 'flaxish',
@@ -54,6 +55,10 @@ SHAPE_ARGS = {
 # Calls whose result is a jax.Array (for the iteration and .copy() checks).
 ARRAY_MAKERS = ('jax.numpy.', 'jax.random.', 'jax.lax.', 'jax.nn.')
 
+# NumPy functions that fail on a list of tracers: name -> stack it first.
+NUMPY_ON_JAX = {**{n: True for n in ('sum', 'mean', 'prod', 'max', 'min')},
+                'stack': False, 'concatenate': False}
+
 _COMPAT = 'flaxish.upgrade.compat.'
 # Names that no longer exist and whose every use a call rule rewrites.
 _DROPPED = {'jax.ops.index', 'jax.random.shuffle', 'jax.lax.tie_in',
@@ -78,6 +83,16 @@ def _paren(expr):
   return expr if atom else expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
+class _Calls(cst.CSTVisitor):
+
+  def __init__(self, calls):
+    super().__init__()
+    self.calls = calls
+
+  def visit_Call(self, node):
+    self.calls.append(node)
+
+
 _dotted = cst.parse_expression
 _add_import = codemod.visitors.AddImportsVisitor.add_needed_import
 
@@ -89,7 +104,7 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
   def __init__(self, context):
     super().__init__(context)
     self.counts, self.lints = collections.Counter(), []
-    self.arrays, self.numpy = set(), None  # names made by jnp/jax.random...; numpy's name
+    self.arrays, self.numpy, self.jnp = set(), None, None  # names made by jnp...
 
   def qname(self, node):
     names = self.get_metadata(QualifiedNameProvider, node, set())
@@ -115,11 +130,27 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     return (node.value in self.arrays if isinstance(node, cst.Name) else
             isinstance(node, cst.Call) and (self.qname(node.func) or '').startswith(ARRAY_MAKERS))
 
+  def has_jax_call(self, node):
+    calls = []
+    node.visit(_Calls(calls))
+    return any((self.qname(c.func) or '').startswith(ARRAY_MAKERS) for c in calls)
+
   def visit_Import(self, node):
     for alias in node.names:
-      if get_full_name_for_node(alias.name) == 'numpy':
-        self.numpy = alias.asname.name.value if alias.asname else 'numpy'
+      name = get_full_name_for_node(alias.name)
+      local = alias.asname.name.value if alias.asname else name
+      if name == 'numpy':
+        self.numpy = local
+      elif name == 'jax.numpy':
+        self.jnp = local
     return False
+
+  def visit_ImportFrom(self, node):
+    if (not node.relative and node.module and not isinstance(node.names, cst.ImportStar)
+        and get_full_name_for_node(node.module) == 'jax'):
+      for alias in node.names:
+        if alias.name.value == 'numpy':
+          self.jnp = alias.asname.name.value if alias.asname else 'numpy'
 
   def leave_Import(self, original_node, updated_node):
     names = []
@@ -219,6 +250,8 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       return updated_node.with_changes(args=args)
     if qual in SHAPE_ARGS:
       return self.shape_arg(original_node, updated_node, *SHAPE_ARGS[qual])
+    if qual[6:] in NUMPY_ON_JAX and qual.startswith('numpy.'):
+      return self.numpy_on_jax(original_node, updated_node, qual[6:])
     func = original_node.func
     if (isinstance(func, cst.Attribute) and func.attr.value == 'copy'
         and not original_node.args and self.is_array(func.value)):
@@ -246,6 +279,32 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     rest = [*args[2:-1], args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)]
     return cst.Call(cst.Attribute(at, cst.Name(method)), rest,
                     lpar=updated_node.lpar, rpar=updated_node.rpar)
+
+  def numpy_on_jax(self, original_node, updated_node, name):
+    first = original_node.args[0] if original_node.args else None
+    if first is None or first.keyword or first.star:
+      return updated_node
+    seq = first.value
+    if isinstance(seq, (cst.List, cst.Tuple)):
+      elements = [e.value for e in seq.elements]
+    elif isinstance(seq, (cst.ListComp, cst.GeneratorExp)):
+      elements = [seq.elt]
+    else:
+      return updated_node
+    if not any(self.has_jax_call(e) for e in elements):
+      return updated_node
+    self.counts['numpy_on_jax_values'] += 1
+    jnp = self.jnp
+    if jnp is None:
+      _add_import(self.context, 'jax')
+      jnp = 'jax.numpy'
+    value = updated_node.args[0].value
+    if isinstance(value, cst.GeneratorExp):  # jnp.stack needs a sequence
+      value = cst.ListComp(value.elt, value.for_in)
+    if NUMPY_ON_JAX[name]:
+      value = cst.Call(_dotted(f'{jnp}.stack'), [cst.Arg(value)])
+    args = [updated_node.args[0].with_changes(value=value), *updated_node.args[1:]]
+    return updated_node.with_changes(func=_dotted(f'{jnp}.{name}'), args=args)
 
   def shape_arg(self, original_node, updated_node, pos, keyword):
     for i, arg in enumerate(original_node.args):

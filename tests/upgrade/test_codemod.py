@@ -1,6 +1,8 @@
 """flaxish.upgrade.codemod: before/after fixtures per rule, lints, idempotence."""
 import pathlib
 
+import jax
+import numpy as np
 import pytest
 
 pytest.importorskip('libcst')
@@ -22,6 +24,8 @@ RULES = {
     'copy': {'array_copy': 2},
     'tf_data': {'tf_data_threading': 2},
     'common_utils': {'common_utils': 2, 'modules': 1},
+    'numpy_on_jax': {'numpy_on_jax_values': 4, 'tree_util': 1},
+    'numpy_on_jax_onp': {'numpy_on_jax_values': 2},
 }
 
 
@@ -101,3 +105,30 @@ def test_local_names_that_shadow_nothing_are_untouched():
   code = ('def f(flax, tree_map):\n'
           '  return flax.nn, tree_map(1), jax.tree_map\n')
   assert upgrade_source(code)[0] == code
+
+
+def _load(path):
+  namespace = {}
+  exec(compile(path.read_text(), str(path), 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace['update']
+
+
+def test_numpy_on_jax_values_runs_under_jit():
+  before = _load(FIXTURES / 'numpy_on_jax_onp_before.py')
+  after = _load(FIXTURES / 'numpy_on_jax_onp_after.py')
+  xs = [np.arange(3.0) + i for i in range(4)]
+  w = np.array([0.5, -1.0, 2.0])
+  with pytest.raises(jax.errors.TracerArrayConversionError):
+    jax.jit(before)(xs, w)
+  expected = [w.sum(), np.mean([x @ w for x in xs]) * 3.0]  # NumPy, eager
+  np.testing.assert_allclose(before(xs, w), expected, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(after)(xs, w), expected, rtol=1e-6)
+
+
+def test_numpy_on_jax_values_imports_jax_when_needed():
+  code = ('import numpy\nfrom jax import random\n'
+          'k = numpy.stack([random.PRNGKey(0)], axis=0)\n')
+  new, counts, _ = upgrade_source(code)
+  assert new == ('import numpy\nfrom jax import random\nimport jax\n\n'
+                 'k = jax.numpy.stack([random.PRNGKey(0)], axis=0)\n')
+  assert counts == {'numpy_on_jax_values': 1}
