@@ -4,19 +4,6 @@
 Inputs are `[batch, d1, ..., dN, features]`; attention runs jointly over the
 attention axes (by default all of `d1..dN`), so images and videos attend
 over all their positions at once.
-
-Decoding with a cache (one position per step):
-
-    with nn.attention.Cache().mutate() as cache_def:
-      _, params = Decoder.init_by_shape(rng, [((batch, length, d), f32)],
-                                        cache=cache_def)
-    cache = cache_def.initialize_cache((batch, length))
-    for t in range(length):
-      with cache.mutate() as cache:
-        y_t = Decoder.call(params, x[:, t:t + 1], cache=cache)
-
-Step `t` writes the key and value of position `t` into the cache and attends
-over positions `0..t`, so the outputs equal one causal pass over `x`.
 """
 import functools
 import warnings
@@ -95,9 +82,9 @@ def dot_product_attention(query: Array, key: Array, value: Array,
       are the non-attention axes (e.g. a mask turned into 0 / -1e10).
     axis: the attention axes, an int or tuple (default: all axes between
       batch and heads).
-    broadcast_dropout: use one dropout mask for every batch element and head
+    broadcast_dropout: one dropout mask for all batch elements and heads
       (default True).
-    dropout_rng: key for the dropout on the weights (default: `make_rng()`).
+    dropout_rng: key for the dropout on the weights (default `make_rng()`).
     dropout_rate: dropout rate on the weights (default 0.).
     deterministic: if True, no dropout (default False).
     precision: `lax.Precision` of the two contractions (default None).
@@ -209,10 +196,8 @@ def make_padding_mask(padding_mask_query: Array, padding_mask_key: Array,
   mq = mq.reshape(mq.shape + (1,) * na)
   mk = mk.reshape(mk.shape[:1 + len(other)] + (1,) * na +
                   mk.shape[1 + len(other):])
-  if segmentation_mask:
-    mask = jnp.equal(mq, mk)
-  else:
-    mask = jnp.logical_and(mq != 0, mk != 0)
+  mask = (jnp.equal(mq, mk) if segmentation_mask
+          else jnp.logical_and(mq != 0, mk != 0))
   mask = jnp.expand_dims(mask, 1 + len(other))  # the heads axis
   return mask.astype(jnp.float32)
 
@@ -257,15 +242,22 @@ class _CacheEntry:
 class Cache(Collection):
   """Keys and values of the positions decoded so far, per attention layer.
 
-  Pass `cache=` to `MultiHeadDotProductAttention` (with `causal_mask=True`):
-  at init, each layer records the rank and `(heads, depth)` of its keys; then
-  `initialize_cache(shape)` builds zeroed buffers for decoding.
+  Pass `cache=` to `MultiHeadDotProductAttention` (with `causal_mask=True`),
+  one position per decoding step:
 
-  Each decoding call writes one position (the next one, `i`) and attends over
-  positions `< i + 1`. Decoding past the end is a `ValueError` when `i` is
-  concrete (eager decoding). Under `jit`/`scan`, where it cannot raise, the
-  write is clamped onto the last position and the output of such a call is
-  all NaN, so the mistake cannot go unnoticed.
+      with nn.attention.Cache().mutate() as cache_def:
+        _, params = Decoder.init_by_shape(rng, [((batch, length, d), f32)],
+                                          cache=cache_def)
+      cache = cache_def.initialize_cache((batch, length))
+      for t in range(length):
+        with cache.mutate() as cache:
+          y_t = Decoder.call(params, x[:, t:t + 1], cache=cache)
+
+  Step `t` writes the key and value of position `t` and attends over
+  positions `0..t`, so the outputs equal one causal pass over `x`. Decoding
+  past the end is a `ValueError` when eager; under `jit`/`scan`, where it
+  cannot raise, the write is clamped onto the last position and the output
+  is all NaN.
   """
 
   def initialize_cache(self, shape: Sequence[int],
@@ -318,10 +310,9 @@ def scan_in_dim(*args, **kwargs):
 class MultiHeadDotProductAttention(Module):
   """Multi-head dot-product attention (arxiv.org/abs/1706.03762).
 
-  Projects the inputs to `num_heads` queries, keys and values, attends, and
-  projects back. Submodules (each a `DenseGeneral`): `query`, `key`, `value`
-  (kernel `(features_in, heads, head_dim)`, bias `(heads, head_dim)`) and
-  `out` (kernel `(heads, head_dim, out_features)`, bias `(out_features,)`).
+  Submodules (each a `DenseGeneral`): `query`, `key`, `value` (kernel
+  `(features_in, heads, head_dim)`, bias `(heads, head_dim)`) and `out`
+  (kernel `(heads, head_dim, out_features)`, bias `(out_features,)`).
   """
 
   def apply(self, inputs_q: Array, inputs_kv: Optional[Array], num_heads: int,
@@ -372,9 +363,8 @@ class MultiHeadDotProductAttention(Module):
       `[batch, d1..dN, out_features]` in `dtype`.
     """
     where = f'{self.path}: MultiHeadDotProductAttention'
-    if inputs_kv is None:
-      inputs_kv = inputs_q
-    inputs_q, inputs_kv = jnp.asarray(inputs_q), jnp.asarray(inputs_kv)
+    inputs_q = jnp.asarray(inputs_q)
+    inputs_kv = inputs_q if inputs_kv is None else jnp.asarray(inputs_kv)
     if inputs_q.ndim < 3 or inputs_q.ndim != inputs_kv.ndim:
       raise ValueError(
           f'{where} expects inputs_q and inputs_kv of the same rank >= 3 '
@@ -470,12 +460,9 @@ class MultiHeadDotProductAttention(Module):
 
   def _decode_step(self, cache: Cache, query: Array, key: Array, value: Array,
                    attention_axis: Tuple[int, ...]):
-    """Writes this step's key/value at position `i`; returns the full ones.
-
-    Returns `(keys, values, valid, overflow)`: `valid` is a boolean array of
-    the attention shape, True at the positions decoded so far (this one
-    included); `overflow` is None, or (under a trace) a boolean scalar that
-    is True when the cache was already full.
+    """Writes this step's key/value at position `i`; returns `(keys, values,
+    valid, overflow)`: `valid` is True at the positions decoded so far, of
+    the attention shape; `overflow`, under a trace, is True if it was full.
     """
     where = f'{self.path}: MultiHeadDotProductAttention'
     entry = cache.retrieve(None)

@@ -99,14 +99,12 @@ def _sliced_init(init: Initializer, num_slices: int,
 class DenseGeneral(Module):
   """A linear transformation over several axes, with optional batch axes.
 
-  The kernel has shape `batch_shape + in_shape + features`, where
-  `batch_shape` are the sizes of `batch_dims` and `in_shape` the sizes of
-  `axis`; the bias has shape `batch_shape + features`. The initializers are
-  called `init(key, (prod(in_shape), prod(features)), dtype)` once per batch
-  slice (bias: `init(key, (prod(features),), dtype)`), in row-major order of
-  the batch dims, each slice with its own key from `jax.random.split` (2020
-  reused one key). Without batch dims the key is the parameter's own, so
-  `DenseGeneral` on the last axis initializes exactly like `Dense`.
+  The kernel has shape `batch_shape + in_shape + features` (the sizes of
+  `batch_dims`, `axis`, `features`), the bias `batch_shape + features`. The
+  initializers get `(prod(in_shape), prod(features))` (bias:
+  `(prod(features),)`) once per batch slice, in row-major order, each slice
+  with its own key from `jax.random.split` (2020 reused one key); without
+  batch dims the key is the parameter's own, as in `Dense`.
   """
 
   def apply(self, inputs: Array, features: Union[int, Sequence[int]],
@@ -194,12 +192,8 @@ def _positive_ints(value: Any, n: int, name: str,
 def _conv_args(path: str, layer: str, inputs: Array, features: int,
                kernel_size: Any, strides: Any, padding: Any,
                input_dilation: Any, kernel_dilation: Any, dtype: Any):
-  """Checks the arguments shared by Conv and ConvTranspose.
-
-  Returns `(inputs, unbatched, kernel_size, strides, padding,
-  input_dilation, kernel_dilation)`, normalized; a single example gets a
-  batch axis.
-  """
+  """Checks and normalizes the arguments shared by Conv and ConvTranspose;
+  a single example gets a batch axis."""
   where = f'{path}: {layer}'
   _check_features(path, layer, features)
   kernel_size = utils.as_tuple(kernel_size)
@@ -223,8 +217,7 @@ def _conv_args(path: str, layer: str, inputs: Array, features: int,
   kernel_dilation = _positive_ints(kernel_dilation, n, 'kernel_dilation',
                                    where)
   padding = utils.check_padding(padding, n, where)
-  # A kernel larger than the padded input gives an empty output or an XLA
-  # error.
+  # A kernel larger than the padded input gives an empty output.
   pads = ((0, 0),) * n if padding == 'VALID' else padding
   if not isinstance(pads, str):
     for i, (d, (lo, hi), k, di, dk) in enumerate(zip(
@@ -366,8 +359,7 @@ class Embed(Module):
   """A lookup table from integers `[0, num_embeddings)` to vectors.
 
   Parameter: `embedding` of shape `(num_embeddings, features)`. The module
-  method `attend(query)` computes `query @ embedding.T` (for tied output
-  logits).
+  method `attend(query)` computes `query @ embedding.T` (tied output logits).
   """
 
   def apply(self, inputs: Array, num_embeddings: int, features: int,
