@@ -217,10 +217,13 @@ def goal_rows(results: Dict[str, Any]) -> List[List[str]]:
           rows.append([plat, f'{label} ({kind})', name, fmt_ratio(a / b), v])
         continue
       r, spread = fig.ratio(metric, 'flaxish', ref)
-      text = fmt_ratio(r, spread)
+      text, v = fmt_ratio(r, spread), verdict(r, target)
       if ref == 'plain_jax' and CONTROL in fig.impls:
-        text += '; control ' + fmt_ratio(*fig.ratio(metric, CONTROL, ref))
-      rows.append([plat, label, name, text, verdict(r, target)])
+        control = fig.ratio(metric, CONTROL, ref)
+        text += '; control ' + fmt_ratio(*control)
+        if control[0] is not None and abs(control[0] - 1) > target - 1:
+          v = 'not resolved: the control is off by more than the margin'
+      rows.append([plat, label, name, text, v])
   for name, res in results.get('init', {}).items():
     r, spread = init_ratio(res)
     rows.append([plat, GOALS['init'][0], name, fmt_ratio(r, spread),

@@ -227,6 +227,12 @@ def test_report_says_by_how_much_a_goal_is_missed():
   rows = report.goal_rows(results)
   assert rows == [['CPU', 'steady-state train step <= 1.02x plain JAX', 'w',
                    '1.050 (1.05-1.05)', 'missed by 2.9%']]
+  # A control (plain JAX compiled again) 3% off: a 2% margin is not resolved.
+  results['workloads']['w']['impls']['plain_jax_again'] = {
+      'step_s': step(0.97)}
+  assert report.goal_rows(results)[0][3:] == [
+      '1.050 (1.05-1.05); control 0.970 (0.97-0.97)',
+      'not resolved: the control is off by more than the margin']
 
 
 def test_update_keeps_earlier_workloads_and_refuses_other_settings(tmp_path):
