@@ -1,15 +1,9 @@
 """Nested-dict flattening and `Traversal` lenses over pytrees.
 
-`flatten_dict` / `unflatten_dict` convert between nested dicts and flat dicts
-keyed by paths. A `Traversal` selects parts of a (possibly nested) value and
-can read them (`iterate`), transform them (`update`) or replace them (`set`),
-always returning new objects and leaving the input untouched.
-
-Traversals compose: `t['key']` (dict items, list/tuple indices or slices,
-namedtuple fields), `t.attr` (attributes of dataclasses, namedtuples and
-objects), `t.each()` (elements of a list/tuple, values of a dict),
-`t.tree()` (the leaves of a pytree), `t.filter(fn)`, `t.compose(other)` and
-`t.merge(*others)` (each of `others` applied to every part `t` selects)::
+A `Traversal` selects parts of a value and reads (`iterate`), transforms
+(`update`) or replaces (`set`) them, returning new objects. Traversals
+compose: `t['key']`, `t.attr`, `t.each()`, `t.tree()`, `t.filter(fn)`,
+`t.compose(other)` and `t.merge(*others)`::
 
   rows = [{'w': 1, 'b': 2}, {'w': 3, 'b': 4}]
   t_identity.each().merge(t_identity['w'], t_identity['b']).update(
@@ -41,11 +35,9 @@ empty_node = _EmptyNode()
 
 
 def path_str(keys: Iterable[Any]) -> str:
-  """A tree path as messages show it: `'/Dense_0/kernel'`, the root `'/'`.
-
-  `keys` are dict keys, indices or `jax.tree_util` key-path entries; a key
-  that is empty or contains '/' is quoted.
-  """
+  """A tree path as messages show it: `'/Dense_0/kernel'`, the root `'/'`;
+  `keys` are dict keys, indices or `jax.tree_util` key-path entries (a key
+  that is empty or contains '/' is quoted)."""
   def part(k):
     k = str(next((getattr(k, attr) for attr in ('key', 'name', 'idx')
                   if hasattr(k, attr)), k))
@@ -56,7 +48,7 @@ def path_str(keys: Iterable[Any]) -> str:
 def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,
                  is_leaf: Optional[Callable[[Tuple, Any], bool]] = None,
                  sep: Optional[str] = None) -> Dict:
-  """Flattens a nested dict into `{path: leaf}`.
+  """Flattens a nested dict into `{path: leaf}`, in the order of `xs`.
 
   Arguments:
     xs: a nested dict (anything that is not a dict is a leaf).
@@ -65,8 +57,6 @@ def flatten_dict(xs: Dict, keep_empty_nodes: bool = False,
     is_leaf: optional `fn(path, value) -> bool` that stops the recursion.
     sep: if given, keys are `sep.join(path)` strings (e.g. `'a/b'`) instead of
       tuples.
-  Returns:
-    `{path: leaf}` in the iteration order of `xs`.
   """
   if not isinstance(xs, dict):
     raise TypeError(f'flatten_dict expects a dict, got {type(xs).__name__}')
@@ -111,7 +101,7 @@ def unflatten_dict(xs: Dict, sep: Optional[str] = None) -> Dict:
 
 
 class Traversal(abc.ABC):
-  """Selects parts of a value; see the module docstring."""
+  """Selects parts of a value (see the module docstring)."""
 
   @abc.abstractmethod
   def update(self, fn: Callable[[Any], Any], inputs: Any) -> Any:
@@ -205,8 +195,7 @@ class TraverseCompose(Traversal):
   """Applies traversal `y` to every part selected by traversal `x`."""
 
   def __init__(self, x: Traversal, y: Traversal):
-    self._x = x
-    self._y = y
+    self._x, self._y = x, y
 
   def update(self, fn, inputs):
     return self._x.update(lambda part: self._y.update(fn, part), inputs)
@@ -230,8 +219,17 @@ class TraverseFilter(Traversal):
       yield inputs
 
 
+def _copy_dict(x):
+  return dict(x) if type(x) is dict else copy.copy(x)
+
+
 def _is_namedtuple(x) -> bool:
   return isinstance(x, tuple) and hasattr(type(x), '_fields')
+
+
+def _rebuild(like, items):
+  """A list/tuple/namedtuple of the type of `like` holding `items`."""
+  return type(like)(*items) if _is_namedtuple(like) else type(like)(items)
 
 
 def _replace_attr(inputs, attr, value):
@@ -274,7 +272,7 @@ class TraverseItem(Traversal):
     if self._by_field(inputs):
       return _replace_attr(inputs, key, fn(getattr(inputs, key)))
     if isinstance(inputs, dict):
-      new = dict(inputs) if type(inputs) is dict else copy.copy(inputs)
+      new = _copy_dict(inputs)
       new[key] = fn(inputs[key])
       return new
     if isinstance(inputs, (list, tuple)):
@@ -283,8 +281,7 @@ class TraverseItem(Traversal):
                  else [key])
       for i in indices:
         items[i] = fn(items[i])
-      return (type(inputs)(*items) if _is_namedtuple(inputs)
-              else type(inputs)(items))
+      return _rebuild(inputs, items)
     raise TypeError(f'cannot set item {key!r} of a {type(inputs).__name__}')
 
   def iterate(self, inputs):
@@ -301,22 +298,17 @@ class TraverseEach(Traversal):
 
   def update(self, fn, inputs):
     if isinstance(inputs, dict):
-      new = dict(inputs) if type(inputs) is dict else copy.copy(inputs)
+      new = _copy_dict(inputs)
       for k in inputs:
         new[k] = fn(inputs[k])
       return new
-    if _is_namedtuple(inputs):
-      return type(inputs)(*(fn(x) for x in inputs))
     if isinstance(inputs, (list, tuple)):
-      return type(inputs)(fn(x) for x in inputs)
+      return _rebuild(inputs, [fn(x) for x in inputs])
     raise TypeError(f'each() needs a list, tuple or dict, got '
                     f'{type(inputs).__name__}')
 
   def iterate(self, inputs):
-    if isinstance(inputs, dict):
-      yield from inputs.values()
-    else:
-      yield from inputs
+    yield from inputs.values() if isinstance(inputs, dict) else inputs
 
 
 class TraverseTree(Traversal):
