@@ -1,10 +1,6 @@
-"""Utilities on top of JAX: shape-only evaluation, replication, scans.
-
-Replication places one copy of a pytree on every local device, stacked along
-a new leading axis, with `jax.device_put` and a `NamedSharding` over a 1-D
-`Mesh` of the devices: `jax.pmap` consumes such arrays without copying them.
-"""
+"""Utilities on top of JAX: shape-only evaluation, replication, scans."""
 import collections
+import functools
 import itertools
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -29,11 +25,9 @@ def is_shape(x) -> bool:
 
 
 def parse_input_spec(spec) -> Any:
-  """Turns an input spec into a pytree of `jax.ShapeDtypeStruct`s.
-
-  A spec is a `(shape, dtype)` pair, a bare shape (float32), anything with
-  `.shape` and `.dtype` (arrays, structs), or a list/tuple/dict of specs.
-  """
+  """A pytree of `jax.ShapeDtypeStruct`s from a spec: a `(shape, dtype)`
+  pair, a bare shape (float32), anything with `.shape` and `.dtype`, or a
+  list/tuple/dict of specs."""
   if hasattr(spec, 'shape') and hasattr(spec, 'dtype'):
     return jax.ShapeDtypeStruct(spec.shape, spec.dtype)
   if is_shape(spec):
@@ -52,17 +46,11 @@ def parse_input_spec(spec) -> Any:
 
 def partial_eval_by_shape(fn: Callable, input_spec: Sequence[Any], *args,
                           **kwargs) -> Any:
-  """Evaluates `fn(*args, *inputs, **kwargs)` from input shapes only.
-
-  Runs no computation on the inputs (the trace is abstract, through
-  `jax.eval_shape`). Output leaves that depend on the inputs come back as
-  `jax.ShapeDtypeStruct`; leaves computed without them (for instance under
-  `jax.ensure_compile_time_eval()`) come back as concrete values.
-
-  Arguments:
-    fn: the function to evaluate.
-    input_spec: a sequence with one spec per input (see `parse_input_spec`).
-  """
+  """Evaluates `fn(*args, *inputs, **kwargs)` from input shapes only
+  (`input_spec`: one spec per input, see `parse_input_spec`), through
+  `jax.eval_shape`. Output leaves that depend on the inputs come back as
+  `jax.ShapeDtypeStruct`, others (e.g. computed under
+  `jax.ensure_compile_time_eval()`) as concrete values."""
   structs = [parse_input_spec(spec) for spec in input_spec]
   known = {}
 
@@ -70,13 +58,9 @@ def partial_eval_by_shape(fn: Callable, input_spec: Sequence[Any], *args,
     out = fn(*args, *inputs, **kwargs)
     leaves, treedef = jax.tree_util.tree_flatten(out)
     known['treedef'] = treedef
-    dynamic = []
-    for i, leaf in enumerate(leaves):
-      if isinstance(leaf, jax.core.Tracer):
-        dynamic.append(leaf)
-      else:
-        known[i] = leaf
-    return dynamic
+    known.update((i, x) for i, x in enumerate(leaves)
+                 if not isinstance(x, jax.core.Tracer))
+    return [x for x in leaves if isinstance(x, jax.core.Tracer)]
 
   dynamic_shapes = iter(jax.eval_shape(traced, *structs))
   treedef = known['treedef']
@@ -85,14 +69,13 @@ def partial_eval_by_shape(fn: Callable, input_spec: Sequence[Any], *args,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-# Objects (such as `optim.Optimizer`) that need more than a per-leaf copy to be
-# replicated define these two methods; `replicate` / `unreplicate` call them.
-_REPLICATE_HOOK = '_jax_utils_replicate'
-_UNREPLICATE_HOOK = '_jax_utils_unreplicate'
-
-
-def _has_hook(name):
-  return lambda x: hasattr(type(x), name)
+def _apply_hook(tree: Any, name: str, *args) -> Any:
+  """Replaces each node whose type has method `name` (an `optim.Optimizer`
+  needs more than a per-leaf copy) by `node.name(*args)`."""
+  has_hook = lambda x: hasattr(type(x), name)
+  return jax.tree_util.tree_map(
+      lambda x: getattr(x, name)(*args) if has_hook(x) else x, tree,
+      is_leaf=has_hook)
 
 
 def _device_mesh_sharding(devices: Sequence[Any],
@@ -103,12 +86,9 @@ def _device_mesh_sharding(devices: Sequence[Any],
 
 def replicate_leaves(tree: Any, devices: Sequence[Any],
                       axis_name: str = 'batch') -> Any:
-  """Stacks one copy of every leaf per device, with no hooks applied.
-
-  The mesh axis is named like the `pmap` axis that will consume the arrays:
-  pmap's outputs carry its axis name, and inputs placed under another name
-  would make the second step compile again.
-  """
+  """Stacks one copy of every leaf per device, with no hooks applied. The
+  mesh axis is named like the consuming `pmap` axis (another name would make
+  its second step compile again)."""
   if len(devices) == 0:
     raise ValueError(
         f'replicate: got an empty list of devices ({devices!r}); pass '
@@ -118,44 +98,30 @@ def replicate_leaves(tree: Any, devices: Sequence[Any],
   if not leaves:
     return tree
   n = len(devices)
-  expanded = []
-  for x in leaves:
-    x = x if isinstance(x, jax.Array) else np.asarray(x)
-    expanded.append(x[None])
+  expanded = [(x if isinstance(x, jax.Array) else np.asarray(x))[None]
+              for x in leaves]
   per_device = jax.device_put([expanded] * n, list(devices))
   sharding = _device_mesh_sharding(devices, axis_name)
-  out = [
-      jax.make_array_from_single_device_arrays(
-          (n,) + tuple(x.shape[1:]), sharding, [d[i] for d in per_device])
-      for i, x in enumerate(expanded)
-  ]
+  out = [jax.make_array_from_single_device_arrays(
+             (n,) + tuple(x.shape[1:]), sharding, list(shards))
+         for x, shards in zip(expanded, zip(*per_device))]
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def replicate(tree: Any, devices: Optional[Sequence[Any]] = None, *,
               axis_name: str = 'batch') -> Any:
-  """Places one copy of `tree` on each device, stacked on a new axis 0.
+  """Places one copy of `tree` on each device, stacked on a new axis 0:
+  leaves get shape `(len(devices),) + x.shape`, one row per device.
 
   Arguments:
-    tree: a pytree of arrays (or an `optim.Optimizer`, whose
-      `state_dict()` then saves a single copy).
-    devices: the devices (default: `jax.local_devices()`, the order `pmap`
-      uses).
-    axis_name: the `pmap` axis name the copies will be used under (default
+    tree: a pytree of arrays (or an `optim.Optimizer`, whose `state_dict()`
+      then saves a single copy).
+    devices: the devices (default: `jax.local_devices()`, pmap's order).
+    axis_name: the `pmap` axis the copies will be used under (default
       'batch'); matching it avoids a second compilation of the step.
-
-  Returns:
-    The same pytree whose leaves have shape `(len(devices),) + x.shape`,
-    sharded one row per device.
   """
   devices = list(devices) if devices is not None else jax.local_devices()
-
-  def rep(x):
-    if hasattr(type(x), _REPLICATE_HOOK):
-      return getattr(x, _REPLICATE_HOOK)(devices)
-    return x
-
-  tree = jax.tree_util.tree_map(rep, tree, is_leaf=_has_hook(_REPLICATE_HOOK))
+  tree = _apply_hook(tree, '_jax_utils_replicate', devices)
   return replicate_leaves(tree, devices, axis_name)
 
 
@@ -178,18 +144,9 @@ def unreplicate_leaves(tree: Any) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-  """Returns the first copy (`x[0]`) of every leaf of a replicated tree.
-
-  The result stays on the device that held the first copy (device 0).
-  """
-  def unrep(x):
-    if hasattr(type(x), _UNREPLICATE_HOOK):
-      return getattr(x, _UNREPLICATE_HOOK)()
-    return x
-
-  tree = jax.tree_util.tree_map(unrep, tree,
-                                is_leaf=_has_hook(_UNREPLICATE_HOOK))
-  return unreplicate_leaves(tree)
+  """The first copy (`x[0]`, left on device 0) of every leaf of a replicated
+  tree."""
+  return unreplicate_leaves(_apply_hook(tree, '_jax_utils_unreplicate'))
 
 
 def pmean(xs: Any, axis_name: Any) -> Any:
@@ -202,20 +159,18 @@ def pmean(xs: Any, axis_name: Any) -> Any:
 def prefetch_to_device(iterator: Iterable[Any], size: int,
                        devices: Optional[Sequence[Any]] = None
                        ) -> Iterator[Any]:
-  """Transfers batches to the devices ahead of time (`size` batches queued).
-
-  Each element of `iterator` is a pytree whose leaves have a leading axis of
-  size `len(devices)` (see `training.common_utils.shard`); row `i` goes to
-  device `i`, as `jax.pmap` expects. With `size=2` the next batch is copied
-  while the current one is used (double buffering).
+  """Transfers batches to the devices ahead of time.
 
   Arguments:
-    iterator: yields pytrees of host (NumPy) arrays.
-    size: how many batches to keep on the devices (>= 1).
+    iterator: yields pytrees of host (NumPy) arrays whose leaves have a
+      leading axis of size `len(devices)` (see `common_utils.shard`).
+    size: how many batches to keep on the devices (>= 1; 2 copies the next
+      batch while the current one is used).
     devices: the devices (default: `jax.local_devices()`).
 
   Yields:
-    The same pytrees, with leaves as device arrays sharded row by row.
+    The same pytrees, leaves sharded row by row (row `i` on device `i`, as
+    `jax.pmap` expects).
   """
   if size < 1:
     raise ValueError(f'prefetch_to_device: size must be >= 1, got {size}')
@@ -232,17 +187,11 @@ def prefetch_to_device(iterator: Iterable[Any], size: int,
             f'devices ({n}); reshape each batch with common_utils.shard first')
     return jax.device_put(batch, sharding)
 
-  queue = collections.deque()
   iterator = iter(iterator)
-
-  def enqueue(k):
-    for batch in itertools.islice(iterator, k):
-      queue.append(put(batch))
-
-  enqueue(size)
+  queue = collections.deque(map(put, itertools.islice(iterator, size)))
   while queue:
     yield queue.popleft()
-    enqueue(1)
+    queue.extend(map(put, itertools.islice(iterator, 1)))
 
 
 def _normalize_axes(axis, ndim):
@@ -255,10 +204,8 @@ def _normalize_axes(axis, ndim):
 
 def scan_in_dim(body_fn: Callable[[Any, Any], Any], init: Any, xs: Any,
                 axis: Any = (0,), keepdims: bool = False) -> Any:
-  """`lax.scan` over one or several axes of `xs` (not only the leading one).
-
-  The scan visits positions in row-major order over `axis` (the first listed
-  axis is the outermost loop).
+  """`lax.scan` over one or several axes of `xs`, in row-major order over
+  `axis` (the first listed axis is the outermost loop).
 
   Arguments:
     body_fn: `body_fn(carry, x) -> (carry, y)`; `x` is a slice of `xs` with
@@ -266,28 +213,23 @@ def scan_in_dim(body_fn: Callable[[Any, Any], Any], init: Any, xs: Any,
     init: the initial carry.
     xs: a pytree of arrays that all have the scanned axes.
     axis: an int or a tuple of ints (default `(0,)`).
-    keepdims: keep the scanned axes (size 1) in the slices given to and
-      returned by `body_fn`.
+    keepdims: keep the scanned axes (size 1) in the slices (default False).
 
   Returns:
-    `(carry, ys)`, where the leaves of `ys` have the scanned axes at the same
-    positions as in `xs`.
+    `(carry, ys)`; `ys` leaves have the scanned axes where `xs` has them.
   """
-  if isinstance(axis, int):
-    axis = (axis,)
-  axis = tuple(axis)
+  axis = (axis,) if isinstance(axis, int) else tuple(axis)
   k = len(axis)
 
-  def to_front(x):
-    axes = _normalize_axes(axis, x.ndim)
-    rest = tuple(i for i in range(x.ndim) if i not in axes)
-    return jnp.transpose(x, axes + rest)
-
-  def to_back(x, ndim):
-    # Inverse of to_front for an array with `ndim` dims, scanned axes first.
+  def front_order(ndim):
     axes = _normalize_axes(axis, ndim)
-    rest = tuple(i for i in range(ndim) if i not in axes)
-    return jnp.transpose(x, np.argsort(axes + rest))
+    return axes + tuple(i for i in range(ndim) if i not in axes)
+
+  def to_front(x):
+    return jnp.transpose(x, front_order(x.ndim))
+
+  def to_back(x, ndim):  # the inverse of to_front for an `ndim`-dim input
+    return jnp.transpose(x, np.argsort(front_order(ndim)))
 
   def body(c, x):
     if keepdims:
@@ -298,13 +240,9 @@ def scan_in_dim(body_fn: Callable[[Any, Any], Any], init: Any, xs: Any,
       y = jax.tree_util.tree_map(lambda v: to_front(v)[(0,) * k], y)
     return c, y
 
-  def nest(fn, depth):
-    if depth == 0:
-      return fn
-    inner = nest(fn, depth - 1)
-    return lambda c, x: lax.scan(inner, c, x)
-
-  xs_front = jax.tree_util.tree_map(to_front, xs)
-  c, ys = nest(body, k)(init, xs_front)
+  scan = body
+  for _ in range(k):
+    scan = functools.partial(lax.scan, scan)
+  c, ys = scan(init, jax.tree_util.tree_map(to_front, xs))
   ys = jax.tree_util.tree_map(lambda y: to_back(y, y.ndim), ys)
   return c, ys
