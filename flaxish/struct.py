@@ -6,13 +6,10 @@
       params: Any
       apply_fn: Callable = struct.field(pytree_node=False)
 
-`@dataclass` turns a class into a frozen `dataclasses.dataclass`, adds
-`replace(**updates)`, registers it with `jax.tree_util` (fields are children,
-with `GetAttrKey` paths, unless marked `field(pytree_node=False)`, which makes
-them static metadata, part of the tree structure) and registers a state-dict
-handler: the state dict is `{field name: state dict of the value}` over the
-pytree fields; static fields are not serialized and are kept from the target
-on restore. `PyTreeNode` is a base class that does the same to subclasses.
+Fields are pytree children (`GetAttrKey` paths) unless marked
+`field(pytree_node=False)` (static: part of the tree structure). The state
+dict is `{name: state dict of the value}` over the children; static fields
+are kept from the target on restore.
 """
 import dataclasses
 import inspect
@@ -31,10 +28,7 @@ _T = TypeVar('_T')
 
 def field(pytree_node: bool = True, **kwargs) -> Any:
   """A dataclass field; `pytree_node=False` makes it static (not a child).
-
-  Other keyword arguments (`default`, `default_factory`, `metadata`, ...) go
-  to `dataclasses.field`.
-  """
+  Other keyword arguments (`default`, ...) go to `dataclasses.field`."""
   metadata = dict(kwargs.pop('metadata', None) or {})
   metadata['pytree_node'] = pytree_node
   return dataclasses.field(metadata=metadata, **kwargs)
@@ -53,8 +47,8 @@ def _build(clz: type, values: dict) -> Any:
 
 
 def _init_only_stores(data_clz: type, own_init: bool) -> bool:
-  """Whether `__init__` is the generated one, taking exactly the fields and
-  doing nothing else (no `__post_init__`, `init=False` field or `InitVar`)."""
+  """Whether `__init__` only stores exactly the fields (no custom
+  `__init__`, `__post_init__`, `init=False` field or `InitVar`)."""
   if own_init or hasattr(data_clz, '__post_init__'):
     return False
   params = list(inspect.signature(data_clz.__init__).parameters)[1:]
@@ -83,10 +77,8 @@ def _register_with_callbacks(data_clz: type, data_names, meta_names):
 
 
 def dataclass(clz: _T) -> _T:
-  """Makes `clz` a frozen dataclass, a pytree and serializable.
-
-  Adds `replace(**updates)`. Applying it twice is a no-op.
-  """
+  """Makes `clz` a frozen dataclass, a pytree and serializable, with
+  `replace(**updates)`; applying it twice is a no-op."""
   if '_flaxish_dataclass' in clz.__dict__:
     return clz
   own_init = '__init__' in clz.__dict__
@@ -102,9 +94,7 @@ def dataclass(clz: _T) -> _T:
   data_clz.replace = replace
 
   if _init_only_stores(data_clz, own_init):
-    # JAX flattens these in C++, with no Python callback per node (cheaper
-    # dispatch of every jitted step that takes one); it rebuilds them by
-    # calling `__init__`, which here only stores the fields.
+    # Flattened in C++ (cheaper jit dispatch); rebuilt by calling `__init__`.
     jax.tree_util.register_dataclass(data_clz, data_fields=list(data_names),
                                      meta_fields=list(meta_names))
   else:
