@@ -27,8 +27,7 @@ Initializer = Callable[..., Array]
 
 
 def _warn_untracked(path: str) -> None:
-  # The path is in the text, so Python's default filter shows it once per
-  # module path.
+  # The path in the text: Python's default filter shows it once per module.
   warnings.warn(
       f'{path}: BatchNorm(use_running_average=False) is called outside '
       '`nn.stateful()` and without batch_stats, so its running statistics '
@@ -72,12 +71,9 @@ def _mean_and_var(x: Array, axes: Sequence[int], keepdims: bool = False,
 def _normalize(module, centered: Array, inv_std: Array, feature_shape,
                param_shape, scale: bool, bias: bool, scale_init: Initializer,
                bias_init: Initializer, param_dtype: Any) -> Array:
-  """`centered * (inv_std * scale) + bias`, the parameters reshaped to
-  `feature_shape`.
-
-  `scale` is folded into the factor first: for BatchNorm that factor is
-  per-channel, so the full-size activation is multiplied once, not twice.
-  """
+  """`centered * (inv_std * scale) + bias`, parameters reshaped to
+  `feature_shape` (`scale` is folded into the often per-channel factor, so
+  the full-size activation is multiplied once)."""
   if scale:
     gamma = utils.param(module, 'scale', param_shape, scale_init, param_dtype)
     inv_std = inv_std * jnp.reshape(gamma, feature_shape).astype(

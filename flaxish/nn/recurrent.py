@@ -15,7 +15,10 @@ The new carry keeps the dtype of the given carry (so `lax.scan` sees a fixed
 carry type whatever the computation `dtype` is). Arguments shared by the
 cells: `dtype` (default float32), the computation dtype; `param_dtype`
 (default float32), the storage dtype of the parameters; `kernel_init`
-(default lecun_normal), `bias_init` (default zeros).
+(default lecun_normal) and `recurrent_kernel_init` (default orthogonal), the
+initializers of the input and hidden kernels; `bias_init` (default zeros);
+`gate_fn` (default sigmoid) and `activation_fn` (default tanh), the gate and
+the cell/candidate nonlinearities.
 """
 import abc
 from typing import Any, Callable, Optional, Sequence, Tuple
@@ -79,11 +82,10 @@ def _dense_pair(inputs: Array, h: Array, input_bias: bool, kernel_init,
   """`Dense` partials on the inputs and on the hidden state `h`."""
   dense = linear.Dense.partial(features=h.shape[-1], bias_init=bias_init,
                                dtype=dtype, param_dtype=param_dtype)
-  dense_i = dense.partial(inputs=inputs, bias=input_bias,
-                          kernel_init=kernel_init)
-  dense_h = dense.partial(inputs=h, bias=not input_bias,
-                          kernel_init=recurrent_kernel_init)
-  return dense_i, dense_h
+  return (dense.partial(inputs=inputs, bias=input_bias,
+                        kernel_init=kernel_init),
+          dense.partial(inputs=h, bias=not input_bias,
+                        kernel_init=recurrent_kernel_init))
 
 
 def _carry_pair(rng: Any, shape: Tuple[int, ...], init_fn: Initializer):
@@ -118,11 +120,8 @@ class LSTMCell(RNNCellBase):
     Arguments:
       carry: `(c, h)`, each `(*batch, hidden)`, e.g. from `initialize_carry`.
       inputs: `(*batch, in_features)`.
-      gate_fn: the gate nonlinearity (default sigmoid).
-      activation_fn: the cell/output nonlinearity (default tanh).
-      recurrent_kernel_init: initializer of the hidden kernels (default
-        orthogonal).
-      kernel_init, bias_init, dtype, param_dtype: see the module docstring.
+      gate_fn, activation_fn, kernel_init, recurrent_kernel_init, bias_init,
+        dtype, param_dtype: see the module docstring.
     Returns:
       `((new_c, new_h), new_h)`.
     """
@@ -175,11 +174,8 @@ class GRUCell(RNNCellBase):
     Arguments:
       carry: `h`, `(*batch, hidden)`, e.g. from `initialize_carry`.
       inputs: `(*batch, in_features)`.
-      gate_fn: the gate nonlinearity (default sigmoid).
-      activation_fn: the candidate nonlinearity (default tanh).
-      recurrent_kernel_init: initializer of the hidden kernels (default
-        orthogonal).
-      kernel_init, bias_init, dtype, param_dtype: see the module docstring.
+      gate_fn, activation_fn, kernel_init, recurrent_kernel_init, bias_init,
+        dtype, param_dtype: see the module docstring.
     Returns:
       `(new_h, new_h)`.
     """
