@@ -17,7 +17,8 @@ from absl.testing import absltest
 __all__ = ['Benchmark']
 
 if 'benchmark_output_dir' not in flags.FLAGS:
-  flags.DEFINE_string('benchmark_output_dir', None, 'Benchmark output directory.')
+  flags.DEFINE_string('benchmark_output_dir', None,
+                      'Benchmark output directory.')
 
 
 def _output_dir():
@@ -31,7 +32,8 @@ class Benchmark(absltest.TestCase):
     super().__init__(*args, **kwargs)
     for name in dir(self):
       if name.startswith('assert') and callable(getattr(self, name)):
-        setattr(self, name, functools.partial(self._deferred, getattr(self, name)))
+        setattr(self, name,
+                functools.partial(self._deferred, getattr(self, name)))
     if _output_dir():
       os.makedirs(_output_dir(), exist_ok=True)
 
@@ -43,14 +45,18 @@ class Benchmark(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self._wall_time, self._metrics, self._extras, self._outstanding_fails = None, {}, {}, []
+    self._wall_time, self._outstanding_fails = None, []
+    self._metrics, self._extras = {}, {}
 
   def tearDown(self):
     super().tearDown()
     failed = '\n'.join(map(str, self._outstanding_fails))
-    extras = {**self._extras, **({'failed_assertions': failed} if failed else {})}
-    results = {'name': self._name(), 'succeeded': not failed, 'metrics': self._metrics,
-               'extras': extras, **({} if self._wall_time is None else {'wall_time': self._wall_time})}
+    results = {'name': self._name(), 'succeeded': not failed,
+               'metrics': self._metrics, 'extras': dict(self._extras)}
+    if failed:
+      results['extras']['failed_assertions'] = failed
+    if self._wall_time is not None:
+      results['wall_time'] = self._wall_time
     logging.info(json.dumps(results))
     if _output_dir():
       with open(os.path.join(_output_dir(), self._name() + '.json'), 'w') as f:
@@ -62,19 +68,23 @@ class Benchmark(absltest.TestCase):
     return f'{type(self).__name__}.{self._testMethodName}'
 
   def get_tmp_model_dir(self):
-    """`benchmark_output_dir/<Class>.<test>` if the flag is set, else in a new temp dir."""
+    """`<benchmark_output_dir or a new temp dir>/<Class>.<test>`."""
     return os.path.join(_output_dir() or tempfile.mkdtemp(), self._name())
 
   def has_outstanding_fails(self):
     return bool(self._outstanding_fails)
 
   def read_summaries(self, path):
-    """TensorBoard scalars in `path` (needs `tensorboard`): {tag: [(wall_time, step, value)]}."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # pylint: disable=g-import-not-at-top
-    from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+    """TensorBoard scalars in `path` (needs `tensorboard`).
+
+    Returns `{tag: [(wall_time, step, value), ...]}`.
+    """
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
     data = {}
     for name in sorted(glob.glob(os.path.join(path, '*tfevents*'))):
-      for event in EventFileLoader(name).Load():
+      for event in event_file_loader.EventFileLoader(name).Load():
         for value in event.summary.value:
           if value.HasField('simple_value'):
             number = value.simple_value
@@ -82,7 +92,8 @@ class Benchmark(absltest.TestCase):
             number = tensor_util.make_ndarray(value.tensor).item()
           else:
             continue
-          data.setdefault(value.tag, []).append((event.wall_time, event.step, number))
+          data.setdefault(value.tag, []).append(
+              (event.wall_time, event.step, number))
     return data
 
   def report_wall_time(self, wall_time: float):

@@ -1,4 +1,4 @@
-"""The LibCST transformer behind `python -m flaxish.upgrade`, driven by the tables below.
+"""The LibCST transformer behind `python -m flaxish.upgrade`.
 
 Table keys are fully qualified names as the code imports them; LibCST
 resolves `import jax.numpy as jnp`, `from jax import tree_map` and aliases.
@@ -9,11 +9,12 @@ import re
 try:
   import libcst as cst
   from libcst import codemod
+  from libcst import matchers
   from libcst.helpers import get_full_name_for_node
   from libcst.metadata import PositionProvider, QualifiedNameProvider
 except ImportError as e:  # pragma: no cover - exercised only without libcst
-  raise ImportError('flaxish.upgrade needs LibCST: '
-                    "pip install 'flaxish[upgrade]' (or pip install libcst)") from e
+  raise ImportError('flaxish.upgrade needs LibCST: pip install '
+                    "'flaxish[upgrade]' (or pip install libcst)") from e
 
 __all__ = ['Upgrade', 'upgrade_source', 'MODULES', 'NAMES', 'AT_METHODS',
            'SHAPE_ARGS', 'ARRAY_MAKERS', 'NUMPY_ON_JAX']
@@ -23,8 +24,9 @@ MODULES = {'flax': 'flaxish',
            'jax.experimental.optimizers': 'jax.example_libraries.optimizers',
            'jax.experimental.stax': 'jax.example_libraries.stax'}
 
-# Renamed functions and types: old -> (rule name, new). Rule None: calls only.
-_TREE = ('tree_map', 'tree_leaves', 'tree_flatten', 'tree_unflatten', 'tree_structure')
+# Renamed functions and types: old -> (rule, new). Rule None: calls only.
+_TREE = ('tree_map', 'tree_leaves', 'tree_flatten', 'tree_unflatten',
+         'tree_structure')
 NAMES = {
     **{f'jax.{n}': ('tree_util', f'jax.tree_util.{n}') for n in _TREE},
     'jax.tree_multimap': ('tree_util', 'jax.tree_util.tree_map'),
@@ -35,28 +37,31 @@ NAMES = {
     'jax.host_count': ('process_index', 'jax.process_count'),
     **{f'jax.test_util.{n}': ('test_util', f'flaxish.upgrade.compat.{n}')
        for n in ('JaxTestCase', 'check_eq', 'check_close')},
-    'jax.jit': (None, 'flaxish.upgrade.compat.jit'),  # only with static_argnums
-    **{f'flax.training.common_utils.{n}': ('common_utils', f'jax.lax.{n}')  # gone in 0.2
+    'jax.jit': (None, 'flaxish.upgrade.compat.jit'),  # with static_argnums
+    **{f'flax.training.common_utils.{n}': ('common_utils', f'jax.lax.{n}')
        for n in ('pmean', 'psum')},
 }
 
 # jax.ops.index_<op>(x, idx, y) -> x.at[idx].<method>(y).
-AT_METHODS = {'index_update': 'set', 'index_add': 'add', 'index_mul': 'multiply',
-              'index_min': 'min', 'index_max': 'max'}
+AT_METHODS = {'index_update': 'set', 'index_add': 'add',
+              'index_mul': 'multiply', 'index_min': 'min', 'index_max': 'max'}
 
 # Arguments that must be static shapes: function -> (position, keyword).
 SHAPE_ARGS = {
-    'jax.lax.dynamic_slice': (2, 'slice_sizes'), 'jax.numpy.pad': (1, 'pad_width'),
-    **{f'jax.numpy.{n}': (0, 'shape') for n in ('zeros', 'ones', 'empty', 'full')},
-    'jax.numpy.reshape': (1, 'newshape'), 'jax.numpy.broadcast_to': (1, 'shape'),
+    'jax.lax.dynamic_slice': (2, 'slice_sizes'),
+    'jax.numpy.pad': (1, 'pad_width'),
+    **{f'jax.numpy.{n}': (0, 'shape')
+       for n in ('zeros', 'ones', 'empty', 'full')},
+    'jax.numpy.reshape': (1, 'newshape'),
+    'jax.numpy.broadcast_to': (1, 'shape'),
     'jax.lax.broadcast': (1, 'sizes'), 'jax.lax.reshape': (1, 'new_sizes'),
 }
 
-# Calls whose result is a jax.Array (for the iteration and .copy() checks).
+# Calls whose result is a jax.Array.
 ARRAY_MAKERS = ('jax.numpy.', 'jax.random.', 'jax.lax.', 'jax.nn.')
 
 # NumPy functions that fail on a list of tracers: name -> stack it first.
-NUMPY_ON_JAX = {**{n: True for n in ('sum', 'mean', 'prod', 'max', 'min')},
+NUMPY_ON_JAX = {**dict.fromkeys(('sum', 'mean', 'prod', 'max', 'min'), True),
                 'stack': False, 'concatenate': False}
 
 _COMPAT = 'flaxish.upgrade.compat.'
@@ -65,10 +70,18 @@ _DROPPED = {'jax.ops.index', 'jax.random.shuffle', 'jax.lax.tie_in',
             *(f'jax.ops.{n}' for n in AT_METHODS)}
 _COMMA = cst.Comma(whitespace_after=cst.SimpleWhitespace(' '))
 _EQ = cst.AssignEqual(cst.SimpleWhitespace(''), cst.SimpleWhitespace(''))
-_JIT_LINT = ("jax.jit static_argnums: today's jax.jit rejects unhashable static values "
-             '(dict, list); rewritten to flaxish.upgrade.compat.jit, which passes them by '
-             'identity with a warning. To use jax.jit, pass hashable values (a tuple, '
-             'tuple(sorted(d.items()))).')
+_NO_COMMA = cst.MaybeSentinel.DEFAULT
+_JIT_LINT = (
+    "jax.jit static_argnums: today's jax.jit rejects unhashable static "
+    'values (dict, list); rewritten to flaxish.upgrade.compat.jit, which '
+    'passes them by identity with a warning. To use jax.jit, pass hashable '
+    'values (a tuple, tuple(sorted(d.items()))).')
+_dotted = cst.parse_expression
+_add_import = codemod.visitors.AddImportsVisitor.add_needed_import
+
+
+def _code(node):
+  return cst.Module([]).code_for_node(node)
 
 
 def _rename_module(name):
@@ -79,22 +92,10 @@ def _rename_module(name):
 
 
 def _paren(expr):
-  atom = isinstance(expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or expr.lpar
-  return expr if atom else expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-
-
-class _Calls(cst.CSTVisitor):
-
-  def __init__(self, calls):
-    super().__init__()
-    self.calls = calls
-
-  def visit_Call(self, node):
-    self.calls.append(node)
-
-
-_dotted = cst.parse_expression
-_add_import = codemod.visitors.AddImportsVisitor.add_needed_import
+  if expr.lpar or isinstance(
+      expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
+    return expr
+  return expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 class Upgrade(codemod.VisitorBasedCodemodCommand):
@@ -104,14 +105,16 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
   def __init__(self, context):
     super().__init__(context)
     self.counts, self.lints = collections.Counter(), []
-    self.arrays, self.numpy, self.jnp = set(), None, None  # names made by jnp...
+    self.arrays = set()  # names assigned from an ARRAY_MAKERS call
+    self.numpy = self.jnp = None  # local names of numpy and jax.numpy
 
   def qname(self, node):
     names = self.get_metadata(QualifiedNameProvider, node, set())
     return next(iter(names)).name if len(names) == 1 else None
 
   def lint(self, node, message):
-    self.lints.append((self.get_metadata(PositionProvider, node).start.line, message))
+    line = self.get_metadata(PositionProvider, node).start.line
+    self.lints.append((line, message))
 
   def expr_for(self, original, target):
     """An expression for qualified `target`, reusing `original`'s alias."""
@@ -126,14 +129,13 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     _add_import(self.context, target.split('.')[0])
     return _dotted(target)
 
-  def is_array(self, node):
-    return (node.value in self.arrays if isinstance(node, cst.Name) else
-            isinstance(node, cst.Call) and (self.qname(node.func) or '').startswith(ARRAY_MAKERS))
+  def makes_array(self, call):
+    return (self.qname(call.func) or '').startswith(ARRAY_MAKERS)
 
-  def has_jax_call(self, node):
-    calls = []
-    node.visit(_Calls(calls))
-    return any((self.qname(c.func) or '').startswith(ARRAY_MAKERS) for c in calls)
+  def is_array(self, node):
+    if isinstance(node, cst.Name):
+      return node.value in self.arrays
+    return isinstance(node, cst.Call) and self.makes_array(node)
 
   def visit_Import(self, node):
     for alias in node.names:
@@ -144,13 +146,6 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       elif name == 'jax.numpy':
         self.jnp = local
     return False
-
-  def visit_ImportFrom(self, node):
-    if (not node.relative and node.module and not isinstance(node.names, cst.ImportStar)
-        and get_full_name_for_node(node.module) == 'jax'):
-      for alias in node.names:
-        if alias.name.value == 'numpy':
-          self.jnp = alias.asname.name.value if alias.asname else 'numpy'
 
   def leave_Import(self, original_node, updated_node):
     names = []
@@ -177,36 +172,39 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       target = MODULES.get(qual) or NAMES.get(qual, (None, None))[1]
       if target and NAMES.get(qual, ('x',))[0] is not None:
         new_module, new_name = target.rsplit('.', 1)
-        asname = alias.asname or (cst.AsName(cst.Name(name)) if new_name != name else None)
+        asname = alias.asname or (
+            cst.AsName(cst.Name(name)) if new_name != name else None)
         new_alias = alias.with_changes(name=cst.Name(new_name), asname=asname)
       new_module = _rename_module(new_module)
       if (new_module, new_alias.name.value) != (module, name):
-        self.counts['modules' if qual not in NAMES else NAMES[qual][0]] += 1
+        self.counts[NAMES[qual][0] if qual in NAMES else 'modules'] += 1
         changed = True
       groups.setdefault(new_module, []).append(new_alias)
     if not (changed and groups):
       return cst.RemoveFromParent() if changed else updated_node
-    nodes = [updated_node.with_changes(module=_dotted(mod), names=aliases[:-1] + [
-        aliases[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)])
+    nodes = [updated_node.with_changes(module=_dotted(mod), names=[
+        *aliases[:-1], aliases[-1].with_changes(comma=_NO_COMMA)])
              for mod, aliases in groups.items()]
     return nodes[0] if len(nodes) == 1 else cst.FlattenSentinel(nodes)
 
   def leave_SimpleStatementLine(self, original_node, updated_node):
     if len(original_node.body) == 1 and len(updated_node.body) > 1:
       return cst.FlattenSentinel([cst.SimpleStatementLine(
-          [s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)],
+          [s.with_changes(semicolon=_NO_COMMA)],
           leading_lines=updated_node.leading_lines if i == 0 else ())
                                   for i, s in enumerate(updated_node.body)])
     return updated_node
 
   def leave_Name(self, original_node, updated_node):
-    if updated_node.value == 'flax' and (self.qname(original_node) or '').split('.')[0] == 'flax':
+    if (updated_node.value == 'flax' and
+        (self.qname(original_node) or '').split('.')[0] == 'flax'):
       return updated_node.with_changes(value='flaxish')
     return updated_node
 
   def leave_Attribute(self, original_node, updated_node):
     qual = self.qname(original_node)
-    rule, target = ('modules', MODULES[qual]) if qual in MODULES else NAMES.get(qual, (None, None))
+    rule, target = (('modules', MODULES[qual]) if qual in MODULES else
+                    NAMES.get(qual, (None, None)))
     if rule is None:
       return updated_node
     self.counts[rule] += 1
@@ -221,36 +219,43 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       return self.index_op(original_node, updated_node, AT_METHODS[qual[8:]])
     if qual == 'jax.numpy.clip':
       new = [a.with_changes(keyword=cst.Name(a.keyword.value[2:]))
-             if a.keyword and a.keyword.value in ('a_min', 'a_max') else a for a in args]
+             if a.keyword and a.keyword.value in ('a_min', 'a_max') else a
+             for a in args]
       if 'a' in kw:  # arr is positional-only today
         new.insert(0, new.pop(kw['a']).with_changes(
-            keyword=None, equal=cst.MaybeSentinel.DEFAULT, comma=_COMMA))
-        new[-1] = new[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            keyword=None, equal=_NO_COMMA, comma=_COMMA))
+        new[-1] = new[-1].with_changes(comma=_NO_COMMA)
       self.counts['clip_keywords'] += new != args
       return updated_node.with_changes(args=new)
     if qual == 'jax.random.shuffle':
       self.counts['random_shuffle'] += 1
       args[-1] = args[-1].with_changes(comma=_COMMA)
+      independent = cst.Arg(cst.Name('True'), keyword=cst.Name('independent'),
+                            equal=_EQ)
       return updated_node.with_changes(
           func=self.expr_for(original_node.func, 'jax.random.permutation'),
-          args=args + [cst.Arg(cst.Name('True'), keyword=cst.Name('independent'), equal=_EQ)])
-    if qual.startswith('flax.training.common_utils.p') and len(args) == 1:  # axis_name='batch'
-      return updated_node.with_changes(args=[args[0].with_changes(comma=_COMMA),
-                                             cst.Arg(cst.SimpleString("'batch'"))])
+          args=args + [independent])
+    if qual.startswith('flax.training.common_utils.p') and len(args) == 1:
+      return updated_node.with_changes(args=[  # axis_name='batch'
+          args[0].with_changes(comma=_COMMA),
+          cst.Arg(cst.SimpleString("'batch'"))])
     if qual == 'jax.lax.tie_in' and len(args) == 2:
       self.counts['tie_in'] += 1
       return _paren(args[1].value)
-    partial_of = qual == 'functools.partial' and args and self.qname(original_node.args[0].value)
+    partial_of = (qual == 'functools.partial' and args and
+                  self.qname(original_node.args[0].value))
     if 'static_argnums' in kw and 'jax.jit' in (qual, partial_of):
       self.lint(original_node, _JIT_LINT)
       self.counts['jit_static_argnums'] += 1
       if qual == 'jax.jit':
-        return updated_node.with_changes(func=self.expr_for(original_node.func, _COMPAT + 'jit'))
-      args[0] = args[0].with_changes(value=self.expr_for(original_node.args[0].value, _COMPAT + 'jit'))
+        return updated_node.with_changes(
+            func=self.expr_for(original_node.func, _COMPAT + 'jit'))
+      args[0] = args[0].with_changes(value=self.expr_for(
+          original_node.args[0].value, _COMPAT + 'jit'))
       return updated_node.with_changes(args=args)
     if qual in SHAPE_ARGS:
       return self.shape_arg(original_node, updated_node, *SHAPE_ARGS[qual])
-    if qual[6:] in NUMPY_ON_JAX and qual.startswith('numpy.'):
+    if qual.startswith('numpy.') and qual[6:] in NUMPY_ON_JAX:
       return self.numpy_on_jax(original_node, updated_node, qual[6:])
     func = original_node.func
     if (isinstance(func, cst.Attribute) and func.attr.value == 'copy'
@@ -266,85 +271,89 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     args = updated_node.args
     if len(args) < 3 or any(a.keyword or a.star for a in args[:3]):
       self.lint(original_node, 'jax.ops.index_* was removed: rewrite as '
-                f'x.at[idx].{method}(y) by hand (positional x, idx, y expected).')
+                f'x.at[idx].{method}(y) by hand (positional x, idx, y '
+                'expected).')
       return updated_node
     self.counts['index_ops'] += 1
     idx = original_node.args[1].value
-    if isinstance(idx, cst.Subscript) and self.qname(idx.value) == 'jax.ops.index':
+    if (isinstance(idx, cst.Subscript) and
+        self.qname(idx.value) == 'jax.ops.index'):
       self.counts['index_exp'] -= 1  # unwrapped here, not rewritten
       slices = args[1].value.slice
     else:
       slices = [cst.SubscriptElement(cst.Index(args[1].value))]
-    at = cst.Subscript(cst.Attribute(_paren(args[0].value), cst.Name('at')), slices)
-    rest = [*args[2:-1], args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)]
+    at = cst.Subscript(
+        cst.Attribute(_paren(args[0].value), cst.Name('at')), slices)
+    rest = [*args[2:-1], args[-1].with_changes(comma=_NO_COMMA)]
     return cst.Call(cst.Attribute(at, cst.Name(method)), rest,
                     lpar=updated_node.lpar, rpar=updated_node.rpar)
 
   def numpy_on_jax(self, original_node, updated_node, name):
-    first = original_node.args[0] if original_node.args else None
-    if first is None or first.keyword or first.star:
+    """`np.sum([jnp...])` -> `jnp.sum(jnp.stack([...]))`; `np.stack` too."""
+    arg = original_node.args[0] if original_node.args else None
+    seq = arg and not (arg.keyword or arg.star) and arg.value
+    if isinstance(seq, (cst.ListComp, cst.GeneratorExp)):
+      seq = seq.elt  # the elements
+    elif not isinstance(seq, (cst.List, cst.Tuple)):
       return updated_node
-    seq = first.value
-    if isinstance(seq, (cst.List, cst.Tuple)):
-      elements = [e.value for e in seq.elements]
-    elif isinstance(seq, (cst.ListComp, cst.GeneratorExp)):
-      elements = [seq.elt]
-    else:
-      return updated_node
-    if not any(self.has_jax_call(e) for e in elements):
+    if not any(map(self.makes_array, matchers.findall(seq, matchers.Call()))):
       return updated_node
     self.counts['numpy_on_jax_values'] += 1
-    jnp = self.jnp
-    if jnp is None:
+    if self.jnp is None:
       _add_import(self.context, 'jax')
-      jnp = 'jax.numpy'
+    jnp = self.jnp or 'jax.numpy'
     value = updated_node.args[0].value
     if isinstance(value, cst.GeneratorExp):  # jnp.stack needs a sequence
       value = cst.ListComp(value.elt, value.for_in)
     if NUMPY_ON_JAX[name]:
       value = cst.Call(_dotted(f'{jnp}.stack'), [cst.Arg(value)])
-    args = [updated_node.args[0].with_changes(value=value), *updated_node.args[1:]]
+    args = [updated_node.args[0].with_changes(value=value),
+            *updated_node.args[1:]]
     return updated_node.with_changes(func=_dotted(f'{jnp}.{name}'), args=args)
 
   def shape_arg(self, original_node, updated_node, pos, keyword):
     for i, arg in enumerate(original_node.args):
       if ((arg.keyword.value == keyword if arg.keyword else i == pos) and
-          isinstance(arg.value, cst.Call) and
-          self.qname(arg.value.func) in ('jax.numpy.array', 'jax.numpy.asarray')):
+          isinstance(arg.value, cst.Call) and self.qname(arg.value.func) in
+          ('jax.numpy.array', 'jax.numpy.asarray')):
         args, inner = list(updated_node.args), updated_node.args[i].value.args
-        if len(inner) == 1 and isinstance(inner[0].value, (cst.List, cst.Tuple)):
+        if (len(inner) == 1 and
+            isinstance(inner[0].value, (cst.List, cst.Tuple))):
           self.counts['shape_literal'] += 1
           args[i] = args[i].with_changes(value=inner[0].value)
           return updated_node.with_changes(args=args)
-        self.lint(original_node, f'`{keyword}` is a jnp.array: under jit it is a '
-                  'tracer, not a static shape. Pass a tuple of Python ints (or '
-                  'np.array(...)) instead.')
+        self.lint(original_node, f'`{keyword}` is a jnp.array: under jit it '
+                  'is a tracer, not a static shape. Pass a tuple of Python '
+                  'ints (or np.array(...)) instead.')
     return updated_node
 
   def leave_Assign(self, original_node, updated_node):
-    target = cst.Module([]).code_for_node(original_node.targets[0].target)
+    target = _code(original_node.targets[0].target)
     if '.options().' not in target:
       return updated_node
-    perf_only = re.search(r'\.options\(\)\.(experimental_)?threading\.\w+$', target)
-    self.lint(original_node, f'`{target} = ...` changes a copy: today\'s tf.data '
-              'raises. Set it on `options = tf.data.Options()`, then '
+    perf_only = re.search(r'\.options\(\)\.(experimental_)?threading\.\w+$',
+                          target)
+    self.lint(original_node, f"`{target} = ...` changes a copy: today's "
+              'tf.data raises. Set it on `options = tf.data.Options()`, then '
               '`ds = ds.with_options(options)`' +
-              (' (removed: a threading option, performance only).' if perf_only else '.'))
+              (' (removed: a threading option, performance only).'
+               if perf_only else '.'))
     self.counts['tf_data_threading'] += bool(perf_only)
     return cst.RemoveFromParent() if perf_only else updated_node
 
   def visit_Assign(self, node):
     if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
       name = node.targets[0].target.value
-      (self.arrays.add if self.is_array(node.value) else self.arrays.discard)(name)
+      (self.arrays.add if self.is_array(node.value) else
+       self.arrays.discard)(name)
 
   def visit_For(self, node):
-    it = node.iter
-    if self.is_array(it):
-      code = cst.Module([]).code_for_node(it)
-      self.lint(it, f'iterating over the jax.Array `{code}` yields 0-d jax.Arrays, not NumPy '
-                f'scalars: iterate over np.asarray({code}) (or {code}.tolist()) if the '
-                'loop needs NumPy or Python values.')
+    if self.is_array(node.iter):
+      code = _code(node.iter)
+      self.lint(node.iter, f'iterating over the jax.Array `{code}` yields '
+                '0-d jax.Arrays, not NumPy scalars: iterate over '
+                f'np.asarray({code}) (or {code}.tolist()) if the loop needs '
+                'NumPy or Python values.')
 
   visit_CompFor = visit_For
 

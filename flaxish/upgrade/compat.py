@@ -29,11 +29,13 @@ def jit(fun, static_argnums=(), **kwargs):
   list) by identity: the same object reuses the compiled function, a new one
   compiles again. It warns once per argument position.
   """
-  static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+  static = ((static_argnums,) if isinstance(static_argnums, int) else
+            tuple(static_argnums))
   warned = set()  # argument positions warned about
 
   def unwrapped(*args, **kw):
-    return fun(*(a.value if isinstance(a, _ByIdentity) else a for a in args), **kw)
+    args = (a.value if isinstance(a, _ByIdentity) else a for a in args)
+    return fun(*args, **kw)
 
   compiled = jax.jit(unwrapped, static_argnums=static, **kwargs)
 
@@ -48,10 +50,10 @@ def jit(fun, static_argnums=(), **kwargs):
         if i not in warned:
           warned.add(i)
           warnings.warn(
-              f'static argument {i} of {getattr(fun, "__name__", fun)} is an '
-              f'unhashable {type(args[i]).__name__}; it is compared by identity '
-              '(a new object recompiles). Pass a hashable value (e.g. a tuple) '
-              'to use jax.jit directly.', stacklevel=2)
+              f'static argument {i} of {getattr(fun, "__name__", fun)} is '
+              f'an unhashable {type(args[i]).__name__}; it is compared by '
+              'identity (a new object recompiles). Pass a hashable value '
+              '(e.g. a tuple) to use jax.jit directly.', stacklevel=2)
         args[i] = _ByIdentity(args[i])
     return compiled(*args, **kw)
 
@@ -78,14 +80,15 @@ def check_eq(xs, ys, err_msg=''):
 
 
 class JaxTestCase(unittest.TestCase):
-  """`unittest.TestCase` with the pytree assertions of 2020's `jtu.JaxTestCase`."""
+  """`unittest.TestCase` with the pytree assertions of 2020's `jtu`."""
+  # pylint: disable=invalid-name
 
-  def assertAllClose(self, x, y, check_dtypes=True, atol=1e-6, rtol=1e-6):  # pylint: disable=invalid-name
+  def assertAllClose(self, x, y, check_dtypes=True, atol=1e-6, rtol=1e-6):
     for a, b in _pairs(x, y):
       self.assertEqual(*((a.dtype, b.dtype) if check_dtypes else (0, 0)))
       np.testing.assert_allclose(a, b, atol=atol, rtol=rtol)
 
   assertArraysAllClose = assertAllClose
 
-  def assertArraysEqual(self, x, y, check_dtypes=True):  # pylint: disable=invalid-name
+  def assertArraysEqual(self, x, y, check_dtypes=True):
     self.assertAllClose(x, y, check_dtypes, atol=0, rtol=0)
