@@ -20,11 +20,8 @@ def init_moments(param: Any) -> MomentState:
 
 def adam_direction(step: Any, hyper_params: Any, state: MomentState,
                    grad: Any) -> Tuple[Any, MomentState]:
-  """`(m_hat / (sqrt(v_hat) + eps), new_state)`.
-
-  `m = b1 m + (1-b1) g` and `v = b2 v + (1-b2) g^2`, bias-corrected with
-  `t = step + 1`; `hyper_params` has `beta1`, `beta2` and `eps`.
-  """
+  """`(m_hat / (sqrt(v_hat) + eps), new_state)` as in `Adam`; `hyper_params`
+  has `beta1`, `beta2` and `eps`."""
   beta1, beta2 = hyper_params.beta1, hyper_params.beta2
   grad_ema = beta1 * state.grad_ema + (1. - beta1) * grad
   grad_sq_ema = beta2 * state.grad_sq_ema + (1. - beta2) * jnp.square(grad)
