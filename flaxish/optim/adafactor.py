@@ -1,5 +1,4 @@
-"""Adafactor: Adam-like steps with a factored second-moment estimate (a row
-and a column vector instead of a full matrix)."""
+"""Adafactor: Adam-like steps with a factored second-moment estimate."""
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
@@ -77,7 +76,7 @@ class Adafactor(OptimizerDef):
   def _factored_dims(self, shape: Sequence[int]
                      ) -> Optional[Tuple[int, int]]:
     """`(second largest axis, largest axis)` if factored, else None (from
-    the def's own hyper-parameters: they fix the state shapes)."""
+    `self.hyper_params`: they fix the state shapes)."""
     hp = self.hyper_params
     if not hp.factored or len(shape) < 2:
       return None
