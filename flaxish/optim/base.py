@@ -73,14 +73,14 @@ def is_static_zero(x: Any) -> bool:
 
 
 def _children(x):
-  return jax.tree_util.tree_flatten_with_path(
-      x, is_leaf=lambda y: y is not x)[0]
+  """`([(key, child), ...], structure of x down to its children)`."""
+  return jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
 
 
 def _node_desc(x) -> str:
   if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
     return f'a leaf of type {type(x).__name__}'
-  keys = [path_str(k)[1:] for k, _ in _children(x)]
+  keys = [path_str(k)[1:] for k, _ in _children(x)[0]]
   return f'a {type(x).__name__} with keys {keys}'
 
 
@@ -88,15 +88,12 @@ def _first_difference(a, b, path=()) -> Optional[Tuple[str, str, str]]:
   """Where the structures of `a` and `b` first differ, or None if equal."""
   if jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b):
     return None
-  top_a = jax.tree_util.tree_structure(a, is_leaf=lambda y: y is not a)
-  top_b = jax.tree_util.tree_structure(b, is_leaf=lambda y: y is not b)
-  ca, cb = _children(a), _children(b)
-  if top_a != top_b or len(ca) != len(cb):
-    return path_str(path), _node_desc(a), _node_desc(b)
-  for (ka, va), (_, vb) in zip(ca, cb):
-    diff = _first_difference(va, vb, path + tuple(ka))
-    if diff is not None:
-      return diff
+  (ca, top_a), (cb, top_b) = _children(a), _children(b)
+  if top_a == top_b:
+    for (key, va), (_, vb) in zip(ca, cb):
+      diff = _first_difference(va, vb, path + tuple(key))
+      if diff is not None:
+        return diff
   return path_str(path), _node_desc(a), _node_desc(b)
 
 
@@ -241,9 +238,8 @@ class Optimizer:
     `(loss, aux)`."""
     def wrapped(target):
       out = loss_fn(target)
-      if isinstance(out, (tuple, list)) and len(out) == 2:
-        return out[0], out[1]
-      return out, _NoAux
+      is_pair = isinstance(out, (tuple, list)) and len(out) == 2
+      return tuple(out) if is_pair else (out, _NoAux)
 
     (loss, aux), grad = jax.value_and_grad(wrapped, has_aux=True)(self.target)
     return (loss, grad) if aux is _NoAux else (loss, aux, grad)
@@ -254,8 +250,7 @@ class Optimizer:
                **hyper_param_overrides) -> Tuple[Any, ...]:
     """One step on `loss_fn(target)`: returns `(optimizer, loss[, aux])`."""
     *outputs, grad = self.compute_gradient(loss_fn)
-    optimizer = self.apply_gradient(grad, **hyper_param_overrides)
-    return (optimizer, *outputs)
+    return (self.apply_gradient(grad, **hyper_param_overrides), *outputs)
 
   def is_replicated(self) -> bool:
     """True if this optimizer came from `replicate()`/`jax_utils.replicate`."""
