@@ -40,17 +40,10 @@ class DynamicScale:
                      argnums: Union[int, Sequence[int]] = 0,
                      has_aux: bool = False,
                      axis_name: Any = None) -> Callable[..., Any]:
-    """Like `jax.value_and_grad`, with loss scaling.
-
-    Arguments:
-      fun: returns a scalar loss, or `(loss, aux)` if `has_aux`.
-      argnums, has_aux: as in `jax.value_and_grad`.
-      axis_name: if given, gradients are averaged over this pmap axis
-        (`lax.pmean`) before the finiteness check.
-    Returns:
-      A function returning `(new_dynamic_scale, is_finite, value, grad)`:
-      the unscaled loss (or `(loss, aux)`) and float32 gradient.
-    """
+    """`jax.value_and_grad(fun, argnums, has_aux)` with loss scaling; with
+    `axis_name`, gradients are `lax.pmean`-ed over that pmap axis before the
+    finiteness check. The function returns `(new_dynamic_scale, is_finite,
+    value, grad)`: the unscaled loss (or `(loss, aux)`), float32 gradient."""
 
     @functools.wraps(fun)
     def scaled_fun(*args):
