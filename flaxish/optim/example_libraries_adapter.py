@@ -1,5 +1,4 @@
-"""Runs a `jax.example_libraries.optimizers` triple behind the
-`OptimizerDef` API."""
+"""Runs a `jax.example_libraries.optimizers` triple as an `OptimizerDef`."""
 from typing import Any, Sequence
 
 from flaxish import struct
