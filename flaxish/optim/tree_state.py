@@ -1,5 +1,5 @@
-"""State dicts for any pytree (optax / example_libraries states): nested dicts
-keyed by the `jax.tree_util` key path, e.g. `{'0': {'mu': {'w': array}}}`."""
+"""State dicts of foreign pytrees (optax, example_libraries states), keyed
+by `jax.tree_util` key path: `{'0': {'mu': {'w': array}}}`."""
 from typing import Any, Dict
 
 import jax
