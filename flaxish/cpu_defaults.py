@@ -20,7 +20,7 @@ it. `FLAXISH_CPU_DEFAULTS=0` turns an explicit `apply()` into a no-op.
   the user set it.
 - **Only where measured.** Flags are listed per jaxlib version
   (`FLAGS_BY_JAXLIB`); other versions get none, since XLA rejects values it
-  does not know. Measurements: `benchmarks/README.md`.
+  does not know. Measure them with `make bench BENCH_ARGS=--cpu-defaults`.
 - **Too late is an error.** XLA reads `XLA_FLAGS` once, when JAX's backend
   starts; `apply()` raises `CpuDefaultsError` after that.
 - The flags go into `os.environ['XLA_FLAGS']`, so child processes inherit
