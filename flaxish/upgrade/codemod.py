@@ -70,7 +70,7 @@ _DROPPED = {'jax.ops.index', 'jax.random.shuffle', 'jax.lax.tie_in',
             *(f'jax.ops.{n}' for n in AT_METHODS)}
 _COMMA = cst.Comma(whitespace_after=cst.SimpleWhitespace(' '))
 _EQ = cst.AssignEqual(cst.SimpleWhitespace(''), cst.SimpleWhitespace(''))
-_NO_COMMA = cst.MaybeSentinel.DEFAULT
+_DEFAULT = cst.MaybeSentinel.DEFAULT
 _JIT_LINT = (
     "jax.jit static_argnums: today's jax.jit rejects unhashable static "
     'values (dict, list); rewritten to flaxish.upgrade.compat.jit, which '
@@ -183,14 +183,14 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     if not (changed and groups):
       return cst.RemoveFromParent() if changed else updated_node
     nodes = [updated_node.with_changes(module=_dotted(mod), names=[
-        *aliases[:-1], aliases[-1].with_changes(comma=_NO_COMMA)])
+        *aliases[:-1], aliases[-1].with_changes(comma=_DEFAULT)])
              for mod, aliases in groups.items()]
     return nodes[0] if len(nodes) == 1 else cst.FlattenSentinel(nodes)
 
   def leave_SimpleStatementLine(self, original_node, updated_node):
     if len(original_node.body) == 1 and len(updated_node.body) > 1:
       return cst.FlattenSentinel([cst.SimpleStatementLine(
-          [s.with_changes(semicolon=_NO_COMMA)],
+          [s.with_changes(semicolon=_DEFAULT)],
           leading_lines=updated_node.leading_lines if i == 0 else ())
                                   for i, s in enumerate(updated_node.body)])
     return updated_node
@@ -223,8 +223,8 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
              for a in args]
       if 'a' in kw:  # arr is positional-only today
         new.insert(0, new.pop(kw['a']).with_changes(
-            keyword=None, equal=_NO_COMMA, comma=_COMMA))
-        new[-1] = new[-1].with_changes(comma=_NO_COMMA)
+            keyword=None, equal=_DEFAULT, comma=_COMMA))
+        new[-1] = new[-1].with_changes(comma=_DEFAULT)
       self.counts['clip_keywords'] += new != args
       return updated_node.with_changes(args=new)
     if qual == 'jax.random.shuffle':
@@ -284,7 +284,7 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       slices = [cst.SubscriptElement(cst.Index(args[1].value))]
     at = cst.Subscript(
         cst.Attribute(_paren(args[0].value), cst.Name('at')), slices)
-    rest = [*args[2:-1], args[-1].with_changes(comma=_NO_COMMA)]
+    rest = [*args[2:-1], args[-1].with_changes(comma=_DEFAULT)]
     return cst.Call(cst.Attribute(at, cst.Name(method)), rest,
                     lpar=updated_node.lpar, rpar=updated_node.rpar)
 
