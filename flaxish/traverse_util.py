@@ -112,8 +112,7 @@ class Traversal(abc.ABC):
     """Yields the selected parts of `inputs`, in order."""
 
   def set(self, values: Iterable[Any], inputs: Any) -> Any:
-    """A copy of `inputs` with the selected parts replaced by `values` (one
-    value per part, else ValueError)."""
+    """A copy of `inputs` with the selected parts replaced by `values`."""
     values = list(values)
     count = 0
 
