@@ -78,17 +78,15 @@ def _apply_hook(tree: Any, name: str, *args) -> Any:
       is_leaf=has_hook)
 
 
-def _device_mesh_sharding(devices: Sequence[Any],
-                          axis_name: str) -> NamedSharding:
+def _device_mesh_sharding(devices: Sequence[Any], axis_name: str):
   mesh = Mesh(np.array(list(devices), dtype=object), (axis_name,))
   return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
 def replicate_leaves(tree: Any, devices: Sequence[Any],
                       axis_name: str = 'batch') -> Any:
-  """Stacks one copy of every leaf per device, with no hooks applied. The
-  mesh axis is named like the consuming `pmap` axis (another name would make
-  its second step compile again)."""
+  """Stacks one copy of every leaf per device (no hooks); the mesh axis is
+  named like the consuming `pmap` axis, else its second step recompiles."""
   if len(devices) == 0:
     raise ValueError(
         f'replicate: got an empty list of devices ({devices!r}); pass '
@@ -144,8 +142,7 @@ def unreplicate_leaves(tree: Any) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-  """The first copy (`x[0]`, left on device 0) of every leaf of a replicated
-  tree."""
+  """The first copy (`x[0]`, on device 0) of each leaf of a replicated tree."""
   return unreplicate_leaves(_apply_hook(tree, '_jax_utils_unreplicate'))
 
 
