@@ -68,9 +68,8 @@ def _register_with_callbacks(data_clz: type, data_names, meta_names):
             tuple(getattr(x, name) for name in meta_names))
 
   def unflatten(meta, children):
-    values = dict(zip(meta_names, meta))
-    values.update(zip(data_names, children))
-    return _build(data_clz, values)
+    return _build(data_clz, dict(zip(meta_names + data_names,
+                                     (*meta, *children))))
 
   jax.tree_util.register_pytree_with_keys(
       data_clz, flatten_with_keys, unflatten, flatten_func=flatten)
