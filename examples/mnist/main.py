@@ -42,7 +42,7 @@ flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data '
 flags.DEFINE_integer('shifted_copies', 0, 'Data augmentation: append this '
                      'many copies of the training images, each shifted by '
                      'up to --max_shift pixels (0: none, as in 2020; '
-                     '`make demo` uses 3).')
+                     '`make demo` uses 5).')
 flags.DEFINE_integer('max_shift', 2, 'Largest shift of --shifted_copies, in '
                      'pixels along each axis.')
 flags.DEFINE_string('workdir', None, 'Checkpoints, metrics.jsonl, '
