@@ -83,10 +83,8 @@ def avg_pool(inputs: Array, window_shape: Sequence[int],
   Always divides by the window size, so padded zeros count (as in 2020).
 
   Arguments:
-    inputs: array of shape `(batch, window dims..., features)`.
-    window_shape: the window size along each window dim.
-    strides: the step along each window dim (default all 1).
-    padding: `'VALID'` (default), `'SAME'`, or `(low, high)` pairs.
+    inputs, window_shape, strides, padding: as in `pool`; strides default
+      to all 1 and padding to `'VALID'`.
   Returns:
     The window means, `(batch, out dims..., features)`.
   """
@@ -101,10 +99,8 @@ def max_pool(inputs: Array, window_shape: Sequence[int],
   """The maximum of each window (padded cells are -inf, never chosen).
 
   Arguments:
-    inputs: array of shape `(batch, window dims..., features)`.
-    window_shape: the window size along each window dim.
-    strides: the step along each window dim (default all 1).
-    padding: `'VALID'` (default), `'SAME'`, or `(low, high)` pairs.
+    inputs, window_shape, strides, padding: as in `pool`; strides default
+      to all 1 and padding to `'VALID'`.
   Returns:
     The window maxima, `(batch, out dims..., features)`.
   """
