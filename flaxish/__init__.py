@@ -9,6 +9,6 @@ cpu_defaults.apply_if_requested()  # before any import could start JAX
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from flaxish import jax_utils, nn, optim, serialization, struct, traverse_util
 
-__all__ = ['cpu_defaults', 'jax_utils', 'nn', 'optim', 'serialization', 'struct',
-           'traverse_util']
+__all__ = ['cpu_defaults', 'jax_utils', 'nn', 'optim', 'serialization',
+           'struct', 'traverse_util']
 __version__ = '0.1.0.dev0'

@@ -93,7 +93,7 @@ class Collection:
     return self.state.get(self._current_path(check_root=False), default)
 
   def store(self, value: Any) -> None:
-    """Stores `value` for the current module (the collection must be mutable)."""
+    """Stores `value` for the current module (needs a mutable collection)."""
     self._check_store(self._current_path(check_root=False), value)
     self.state[self._current_path()] = value
 
@@ -202,7 +202,8 @@ class ModuleState:
   def value(self) -> Any:
     state = self._collection.retrieve(default={})
     if self._name not in state:
-      path = self._collection._current_path(check_root=False)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      path = self._collection._current_path(check_root=False)
       raise ValueError(
           f'no state variable "{self._name}" for module "{path}" in this '
           'Collection: initialize it first (run the model at init time '
