@@ -55,10 +55,9 @@ def _check_rng(rng: Any, where: str) -> None:
 class Module:
   """Base class of all layers. Subclasses override `apply(self, *args, **kw)`.
 
-  Class attributes set by `partial` / `shared` (not for users):
-    _partial_kwargs: keyword arguments bound to `apply`.
-    _bound_name: a fixed module name, or None.
-    _shared_frame: the frame that owns a shared module's parameters.
+  `partial` / `shared` make subclasses with bound keyword arguments
+  (`_partial_kwargs`), a fixed name (`_bound_name`) and, for shared modules,
+  the frame that owns their parameters (`_shared_frame`).
   """
   _partial_kwargs: Dict[str, Any] = {}
   _bound_name: Optional[str] = None
@@ -382,12 +381,8 @@ def _new_param(frame, name, path, shape, initializer):
 
 
 def _init_with_traced_rng(lazy_init, input_specs, captured):
-  """`init_by_shape` under jit/vmap/pmap of the rng (`pmap(create_model)`).
-
-  The parameters depend on the traced rng, so they cannot come out of an
-  abstract evaluation. The module runs on zero inputs instead; under `jit`
-  its input-dependent outputs are unused, so XLA removes that computation.
-  """
+  """`init_by_shape` under jit/vmap/pmap of the rng (`pmap(create_model)`):
+  the module runs on zeros (under `jit`, XLA drops the unused outputs)."""
   zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                  input_specs)
   y = lazy_init(*zeros)
@@ -439,11 +434,9 @@ def _check_kwargs(cls, kwargs: Dict[str, Any], where: str) -> None:
 
 
 def _check_all_reused(cls, reuse, used_paths) -> None:
-  unused = []
-  for path, _ in jax.tree_util.tree_leaves_with_path(reuse):
-    key = '/' + '/'.join(str(getattr(p, 'key', p)) for p in path)
-    if key not in used_paths:
-      unused.append(key)
+  unused = [traverse_util.path_str(path) for path, _ in
+            jax.tree_util.tree_leaves_with_path(reuse)]
+  unused = [path for path in unused if path not in used_paths]
   if unused:
     raise ValueError(f'{cls.__name__}.init: reuse_params has entries that '
                      f'match no parameter of the module: {unused}')
