@@ -23,16 +23,21 @@ needs_flags = pytest.mark.skipif(
     not FLAGS, reason='no CPU defaults for this jaxlib version')
 
 
-def _run(code: str, **env_changes) -> dict:
-  """Runs `code` in a fresh interpreter; returns the JSON it prints last."""
+def _child(code: str, **env_changes) -> subprocess.CompletedProcess:
+  """Runs `code` in a fresh interpreter without XLA_FLAGS or the variable."""
   env = {k: v for k, v in os.environ.items()
          if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
   env.update(env_changes)
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+  return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
                         env=env, capture_output=True, text=True, timeout=240,
                         check=False)
+
+
+def _run(code: str, **env_changes) -> dict:
+  """Runs `code` in a fresh interpreter; returns the JSON it prints last."""
+  proc = _child(code, **env_changes)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -99,13 +104,8 @@ def test_the_environment_variable_applies_them_at_import():
 @needs_flags
 def test_apply_reports_what_it_added():
   code = REPORT.format(before='pass', call='cpu_defaults.apply()')
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
-  env.update(JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO + os.pathsep + env.get('PYTHONPATH', ''))
-  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                        env=env, capture_output=True, text=True, timeout=240,
-                        check=True)
+  proc = _child(code)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'added {" ".join(FLAGS)} to XLA_FLAGS' in proc.stderr
 
 
@@ -120,11 +120,7 @@ def test_xla_reads_its_flags_when_the_backend_starts_not_at_import():
     os.environ['XLA_FLAGS'] = '--xla_cpu_experimental_ynn_fusion_type=-bogus'
     print(float(jnp.ones(3).sum()))
   """
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
-  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                        env=env, capture_output=True, text=True, timeout=240,
-                        check=False)
+  proc = _child(code)
   assert proc.returncode != 0
   assert 'xla_cpu_experimental_ynn_fusion_type' in proc.stderr
 
@@ -169,13 +165,8 @@ def test_too_late_is_an_error(start):
     except cpu_defaults.CpuDefaultsError as e:
       print(repr(str(e)), os.environ.get('XLA_FLAGS', ''))
   """
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', cpu_defaults.ENV)}
-  env.update(JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO + os.pathsep + env.get('PYTHONPATH', ''))
-  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                        env=env, capture_output=True, text=True, timeout=240,
-                        check=True)
+  proc = _child(code)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'called after JAX started its backend' in proc.stdout
   assert 'before anything runs on a JAX device' in proc.stdout
   assert proc.stdout.rstrip().endswith("'")  # XLA_FLAGS left empty
