@@ -28,8 +28,8 @@ __all__ = ['ModuleFrame', 'module_stack', 'check_name']
 module_stack: CallStack['ModuleFrame'] = CallStack()
 
 # A step of a key's derivation from the root key: a name hash (fold_in), or
-# -1 / -2 for the first / second key of a split.
-_FIRST, _SECOND = -1, -2
+# _FIRST, the first key of a split (what a frame keeps after a state split).
+_FIRST = -1
 
 
 def check_name(name: Any, where: str) -> str:
