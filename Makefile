@@ -34,7 +34,7 @@ setup-test: setup-core
 demo: setup-demo
 	rm -rf $(DEMO_DIR)
 	$(PY) examples/mnist/main.py --dataset=mnist5k --shifted_copies=5 \
-	  --num_epochs=4 --learning_rate=0.05 --workdir=$(DEMO_DIR)
+	  --num_epochs=8 --lr_schedule=cosine --workdir=$(DEMO_DIR)
 
 test: setup-test
 	$(PY) -m pytest -n 2 -q tests examples

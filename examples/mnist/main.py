@@ -48,7 +48,15 @@ flags.DEFINE_integer('max_shift', 2, 'Largest shift of --shifted_copies, in '
 flags.DEFINE_string('workdir', None, 'Checkpoints, metrics.jsonl, '
                     'TensorBoard events and curves.png go here; training '
                     'resumes from its last checkpoint.')
-flags.DEFINE_float('learning_rate', 0.1, 'Momentum learning rate.')
+flags.DEFINE_float('learning_rate', 0.1, 'Momentum learning rate (the '
+                   'peak of --lr_schedule=cosine).')
+flags.DEFINE_enum('lr_schedule', 'constant', ['constant', 'cosine'],
+                  'constant: --learning_rate throughout (as in 2020); cosine: '
+                  'half a cosine from --learning_rate down to 0 at the end '
+                  'of --num_epochs.')
+flags.DEFINE_float('warmup_epochs', 0., 'Epochs over which the learning rate '
+                   'ramps up linearly from 0, with either schedule (0: no '
+                   'warmup).')
 flags.DEFINE_float('momentum', 0.9, 'Momentum beta.')
 flags.DEFINE_integer('batch_size', 128, 'Global batch size (all devices of '
                      'all processes); a multiple of the number of devices.')
@@ -86,6 +94,8 @@ def main(argv):
                        learning_rate=FLAGS.learning_rate,
                        momentum=FLAGS.momentum, batch_size=FLAGS.batch_size,
                        num_epochs=FLAGS.num_epochs, seed=FLAGS.seed,
+                       schedule=FLAGS.lr_schedule,
+                       warmup_epochs=FLAGS.warmup_epochs,
                        parallel=FLAGS.parallel)
   if result['test'] is None:
     print(f'Nothing to do: {FLAGS.workdir} already holds epoch '

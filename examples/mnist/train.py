@@ -6,7 +6,8 @@ each global batch over it; `parallel='pmap'` is the 2020 way,
 `optimizer.replicate()` and `jax.pmap`. On one device both are plain
 single-device training. The functions below are meant to be read top to
 bottom and forked: `create_model`, `create_optimizer`, `train_step`,
-`p_train_step`, `eval_step`, `train_epoch`, `eval_model`, `train`.
+`p_train_step`, `eval_step`, `train_epoch`, `eval_model`,
+`create_learning_rate_fn`, `train`.
 """
 import functools
 import os
@@ -24,6 +25,7 @@ from flaxish import optim
 from flaxish.metrics import JsonlWriter, SummaryWriter, plot_curves
 from flaxish.training import checkpoints
 from flaxish.training import common_utils
+from flaxish.training import lr_schedule
 from flaxish.training.progress import ProgressBar
 
 
@@ -73,27 +75,31 @@ def compute_metrics(logits, labels):
   return {'loss': loss, 'accuracy': accuracy}
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def train_step(optimizer, batch):
-  """One SGD step on `batch`; the old optimizer's buffers are donated."""
+@functools.partial(jax.jit, static_argnums=(2,), donate_argnums=(0,))
+def train_step(optimizer, batch, learning_rate_fn):
+  """One SGD step on `batch` at the learning rate `learning_rate_fn(step)`;
+  the old optimizer's buffers are donated."""
   def loss_fn(model):
     logits = model(batch['image'])
     loss = cross_entropy_loss(logits, batch['label'])
     return loss, logits
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, logits), grad = grad_fn(optimizer.target)
-  optimizer = optimizer.apply_gradient(grad)
+  learning_rate = learning_rate_fn(optimizer.state.step)
+  optimizer = optimizer.apply_gradient(grad, learning_rate=learning_rate)
   metrics = compute_metrics(logits, batch['label'])
+  metrics['learning_rate'] = learning_rate
   return optimizer, metrics
 
 
-@functools.partial(jax.pmap, axis_name='batch', donate_argnums=(0,))
-def p_train_step(optimizer, batch):
+@functools.partial(jax.pmap, axis_name='batch',
+                   static_broadcasted_argnums=(2,), donate_argnums=(0,))
+def p_train_step(optimizer, batch, learning_rate_fn):
   """`train_step` on each device's part of the batch `[devices, b, ...]`,
   for a `replicate()`d optimizer: its `apply_gradient` averages the
   gradients over all devices of all processes; the metrics are averaged
   too."""
-  optimizer, metrics = train_step(optimizer, batch)
+  optimizer, metrics = train_step(optimizer, batch, learning_rate_fn)
   return optimizer, jax.lax.pmean(metrics, axis_name='batch')
 
 
@@ -103,7 +109,8 @@ def eval_step(model, batch):
   return compute_metrics(logits, batch['label'])
 
 
-def train_epoch(optimizer, train_ds, batch_size, epoch, rng, mesh=None):
+def train_epoch(optimizer, train_ds, batch_size, epoch, rng,
+                learning_rate_fn, mesh=None):
   """One pass over the shuffled training set (the last partial batch is
   dropped). Returns the optimizer and the epoch's mean metrics.
 
@@ -122,11 +129,12 @@ def train_epoch(optimizer, train_ds, batch_size, epoch, rng, mesh=None):
   for perm in perms:
     batch = {k: v[perm[rows]] for k, v in train_ds.items()}
     if optimizer.is_replicated():
-      optimizer, metrics = p_train_step(optimizer, common_utils.shard(batch))
+      optimizer, metrics = p_train_step(optimizer, common_utils.shard(batch),
+                                        learning_rate_fn)
       metrics = jax_utils.unreplicate(metrics)  # the same on every device
     else:
       optimizer, metrics = train_step(
-          optimizer, distributed.global_batch(batch, mesh))
+          optimizer, distributed.global_batch(batch, mesh), learning_rate_fn)
     batch_metrics.append(metrics)
     bar.update(loss=metrics['loss'])  # waits for the step: honest steps/s
   bar.close()
@@ -156,9 +164,26 @@ def eval_model(model, test_ds, batch_size=1000):
   return {k: v / size for k, v in totals.items()}
 
 
+def create_learning_rate_fn(schedule, learning_rate, steps_per_epoch,
+                            num_epochs, warmup_epochs=0.):
+  """`step -> learning rate`: 'constant' (`learning_rate`, as in 2020) or
+  'cosine' (half a cosine from `learning_rate` down to 0 after `num_epochs`),
+  times a linear ramp from 0 over the first `warmup_epochs` (0: none)."""
+  if schedule == 'constant':
+    return lr_schedule.create_constant_learning_rate_schedule(
+        learning_rate, steps_per_epoch, warmup_length=warmup_epochs)
+  if schedule == 'cosine':
+    return lr_schedule.create_cosine_learning_rate_schedule(
+        learning_rate, steps_per_epoch, halfcos_epochs=num_epochs,
+        warmup_length=warmup_epochs)
+  raise ValueError(f"schedule must be 'constant' or 'cosine', got "
+                   f'{schedule!r}')
+
+
 def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
           workdir: Optional[str], learning_rate: float, momentum: float,
           batch_size: int, num_epochs: int, seed: int,
+          schedule: str = 'constant', warmup_epochs: float = 0.,
           parallel: str = 'jit') -> Dict[str, Any]:
   """Trains, evaluating every epoch; resumes from `workdir` if it holds a
   checkpoint. Writes to `workdir` (when given): a checkpoint per epoch,
@@ -170,6 +195,10 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
   and `p_train_step`). `batch_size` is the global batch, a multiple of
   `jax.device_count()`. Every process calls `train` with the same arguments;
   process 0 writes to `workdir`, and every process resumes from it.
+
+  The learning rate follows `create_learning_rate_fn(schedule, ...)`: with
+  'cosine' it spans `num_epochs`, so resume a run with the same
+  `num_epochs`.
 
   Returns:
     {'optimizer', 'train': last train metrics, 'test': last test metrics,
@@ -186,6 +215,8 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
   if batch_size % jax.device_count():
     raise ValueError(f'batch_size {batch_size} must be a multiple of the '
                      f'number of devices ({jax.device_count()})')
+  learning_rate_fn = create_learning_rate_fn(
+      schedule, learning_rate, steps_per_epoch, num_epochs, warmup_epochs)
   first_epoch = 1
   jsonl = summary_writer = None
   if workdir:
@@ -214,7 +245,7 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray], *,
     start = time.perf_counter()
     optimizer, train_metrics = train_epoch(
         optimizer, train_ds, batch_size, epoch, jax.random.fold_in(rng, epoch),
-        mesh)
+        learning_rate_fn, mesh)
     test_metrics = eval_model(one_copy(optimizer).target, test_ds)
     epoch_times.append(time.perf_counter() - start)
     print(f'epoch {epoch}: train loss {train_metrics["loss"]:.4f} '

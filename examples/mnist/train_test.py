@@ -1,6 +1,7 @@
 """End-to-end tests of the MNIST example: mocked tfds, real offline digits,
 jit and pmap data parallelism on 8 fake CPU devices and on 2 processes,
 resume from a checkpoint, and failing fast without the tfds data."""
+import functools
 import json
 import os
 import time
@@ -147,6 +148,7 @@ def test_jit_and_pmap_train_like_one_device():
 # training and 200 test digits of the dataset, records what `train.train`
 # returned, and counts the checkpoint files this process wrote.
 _WORKER = '''
+import functools
 import json
 import os
 import runpy
@@ -266,3 +268,65 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
              (tmp_path / 'b' / 'metrics.jsonl').read_text().splitlines()]
   assert [(r['epoch'], r['step']) for r in records] == [(1, 4), (1, 4),
                                                         (2, 8), (2, 8)]
+
+
+def _noise_datasets():
+  """256 training and 100 test images of noise: enough to check mechanics."""
+  rng = np.random.RandomState(0)
+  make = lambda n: {'image': rng.rand(n, 28, 28, 1).astype(np.float32),
+                    'label': rng.randint(0, 10, n).astype(np.int32)}
+  return make(256), make(100)
+
+
+def test_learning_rate_schedules_match_their_formulas():
+  steps = np.arange(12)
+  constant = train.create_learning_rate_fn('constant', 0.1, 4, 3)
+  np.testing.assert_allclose([constant(s) for s in steps], 0.1, rtol=1e-6)
+  cosine = train.create_learning_rate_fn('cosine', 0.1, 4, 3,
+                                         warmup_epochs=1.)
+  expected = (0.1 * np.minimum(1., steps / 4.) *
+              (np.cos(np.pi * steps / 12.) + 1.) / 2.)
+  np.testing.assert_allclose([cosine(s) for s in steps], expected,
+                             rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="'linear'"):
+    train.create_learning_rate_fn('linear', 0.1, 4, 3)
+
+
+def test_constant_schedule_steps_as_the_2020_optimizer():
+  train_ds, _ = _noise_datasets()
+  batch = {k: v[:64] for k, v in train_ds.items()}
+  optimizer = train.create_optimizer(
+      train.create_model(jax.random.PRNGKey(0)), 0.1, 0.9)
+  grad = jax.grad(lambda model: train.cross_entropy_loss(
+      model(batch['image']), batch['label']))(optimizer.target)
+  expected = jax.device_get(optimizer.apply_gradient(grad).target.params)
+  constant = train.create_learning_rate_fn('constant', 0.1, 4, 3)
+  stepped, metrics = train.train_step(optimizer, batch, constant)
+  assert float(metrics['learning_rate']) == np.float32(0.1)
+  jax.tree_util.tree_map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
+      expected, jax.device_get(stepped.target.params))
+
+
+def test_cosine_warmup_starts_at_zero_and_logs_each_epoch_mean(tmp_path):
+  train_ds, test_ds = _noise_datasets()  # 4 steps per epoch of 64
+  cosine = train.create_learning_rate_fn('cosine', 0.1, 4, 2,
+                                         warmup_epochs=1.)
+  # Step 0 is taken at learning rate 0: the parameters do not move.
+  optimizer = train.create_optimizer(
+      train.create_model(jax.random.PRNGKey(0)), 0.1, 0.9)
+  initial = jax.device_get(optimizer.target.params)
+  batch = {k: v[:64] for k, v in train_ds.items()}
+  optimizer, metrics = train.train_step(optimizer, batch, cosine)
+  assert float(metrics['learning_rate']) == 0.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, initial,
+                         jax.device_get(optimizer.target.params))
+  train.train(train_ds, test_ds, workdir=str(tmp_path), batch_size=64,
+              num_epochs=2, schedule='cosine', warmup_epochs=1., **HPARAMS)
+  logged = [r['learning_rate'] for r in map(json.loads, (
+      tmp_path / 'metrics.jsonl').read_text().splitlines())
+            if r['split'] == 'train']
+  expected = [np.mean([cosine(s) for s in range(4)]),
+              np.mean([cosine(s) for s in range(4, 8)])]
+  np.testing.assert_allclose(logged, expected, rtol=1e-6)
+  assert 0. < logged[1] < logged[0] < 0.1

@@ -20,6 +20,9 @@ def test_example_train_step_with_global_arrays_matches_single_device():
   replicated = distributed.replicated_sharding(mesh)
   optimizer = distributed.replicate_on_mesh(
       setup.make_optimizer(setup.initial_params()), mesh)
+  constant_rate = train.create_learning_rate_fn(
+      'constant', setup.LEARNING_RATE, steps_per_epoch=1,
+      num_epochs=setup.NUM_STEPS)
   for i in range(setup.NUM_STEPS):
     # One process: its local batch is the global batch. shard_on_mesh takes
     # the same whole batch on every process; both give the same array.
@@ -28,7 +31,7 @@ def test_example_train_step_with_global_arrays_matches_single_device():
     else:
       batch = distributed.global_batch(setup.batch(i), mesh)
     assert batch['image'].sharding == distributed.batch_sharding(mesh)
-    optimizer, metrics = train.train_step(optimizer, batch)
+    optimizer, metrics = train.train_step(optimizer, batch, constant_rate)
     float(metrics['loss'])  # one step at a time
   # XLA keeps the parameters and optimizer state replicated on the mesh.
   for leaf in jax.tree_util.tree_leaves(optimizer):

@@ -28,8 +28,6 @@ PATCHED_TESTS = {
     'ensembling': ['test_one_model_per_device_and_the_ensemble_is_evaluated'],
     'gradient-accumulation': [
         'test_two_accumulated_half_batches_equal_one_full_batch'],
-    'learning-rate-schedule': [
-        'test_learning_rate_warms_up_from_zero_then_decays'],
     'mixed-precision': ['test_bfloat16_compute_with_float32_parameters'],
     'multi-host': ['test_a_hanging_process_stops_the_others'],
     'polyak-averaging': [
