@@ -148,7 +148,6 @@ def test_jit_and_pmap_train_like_one_device():
 # training and 200 test digits of the dataset, records what `train.train`
 # returned, and counts the checkpoint files this process wrote.
 _WORKER = '''
-import functools
 import json
 import os
 import runpy
