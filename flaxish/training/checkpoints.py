@@ -262,6 +262,18 @@ def _write_atomically(state: Any, path: str, prefix: str,
   _clean_up(ckpt_dir, prefix, keep, path)
 
 
+def _map_arrays(fn: Any, x: Any) -> Any:
+  """`x` with `fn` applied to its arrays in the order in which
+  `write_checkpoint` writes and gathers them (dict order, not `tree_map`'s
+  sorted one: gathers are collectives, every process must match)."""
+  # pylint: disable=unidiomatic-typecheck
+  if type(x) is dict:
+    return {k: _map_arrays(fn, v) for k, v in x.items()}
+  if type(x) in (list, tuple):
+    return type(x)(_map_arrays(fn, v) for v in x)
+  return fn(x) if isinstance(x, (np.ndarray, jax.Array)) else x
+
+
 def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
            keep: Optional[int], overwrite: bool):
   """(path, state) to write on process 0; (path, None) elsewhere."""
@@ -271,9 +283,11 @@ def _start(ckpt_dir: Any, target: Any, step: Any, prefix: str,
   path = os.path.join(os.fspath(ckpt_dir), f'{prefix}{_step_str(step)}')
   state = to_state_dict(target)
   if jax.process_index() != 0:  # join the gathers that process 0 makes
-    for leaf in jax.tree_util.tree_leaves(state):
-      if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
-        to_numpy(leaf)
+    def join_gather(x):
+      if isinstance(x, jax.Array) and not x.is_fully_replicated:
+        to_numpy(x)
+      return x
+    _map_arrays(join_gather, state)
     return path, None
   if not overwrite:
     _prepare(path, overwrite)  # fails early, before writing anything
@@ -417,9 +431,7 @@ class AsyncCheckpointer:
     self.wait()
     path, state = _start(ckpt_dir, target, step, prefix, keep, overwrite)
     if state is not None:
-      state = jax.tree_util.tree_map(
-          lambda x: np.array(to_numpy(x)) if isinstance(
-              x, (np.ndarray, jax.Array)) else x, state)
+      state = _map_arrays(lambda x: np.array(to_numpy(x)), state)
       self._thread = threading.Thread(
           target=self._run, args=(state, path, prefix, keep, overwrite))
       _pending.add(self)

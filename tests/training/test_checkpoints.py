@@ -1,4 +1,4 @@
-"""Tests for flaxish.training.checkpoints: files, names, crashes, async saves."""
+"""Tests for flaxish.training.checkpoints: files, names, crashes, async."""
 import collections
 import errno
 import json
@@ -563,7 +563,8 @@ def test_only_provably_dead_temp_files_are_removed(tmp_path):
   sleeper = subprocess.Popen([sys.executable, '-c',
                               'import time; time.sleep(60)'])
   try:
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+    dead = subprocess.run([sys.executable, '-c',
+                           'import os; print(os.getpid())'],
                           capture_output=True, text=True, check=True)
     names = {
         'dead': f'.checkpoint_5.{host}.{int(dead.stdout)}.0a1b.tmp',
@@ -653,6 +654,17 @@ def test_async_save_copies_then_writes(tmp_path):
   restored = checkpoints.restore_checkpoint(tmp_path, params, step=2)
   np.testing.assert_array_equal(restored['w'], -np.ones(10))
   assert _names(tmp_path) == ['checkpoint_2']
+
+
+def test_async_and_sync_saves_write_the_same_bytes(tmp_path):
+  tree = {'z': np.arange(3.0), 'a': jnp.ones(2), 'n': np.int32(4)}
+  path = checkpoints.save_checkpoint(tmp_path / 'sync', tree, 1)
+  with checkpoints.AsyncCheckpointer() as checkpointer:
+    async_path = checkpointer.save(tmp_path / 'async', tree, 1)
+  with open(path, 'rb') as f, open(async_path, 'rb') as g:
+    data = f.read()
+    assert g.read() == data
+  assert list(unpack_2020(data)) == ['z', 'a', 'n']  # the order of `tree`
 
 
 def test_async_at_most_one_save_in_flight(tmp_path, monkeypatch):
@@ -849,12 +861,18 @@ from flaxish.training import checkpoints
 
 mesh = Mesh(np.array(jax.devices()), ('d',))
 data = np.arange(4.0 * len(jax.devices())).reshape(-1, 2)
-sharded = jax.make_array_from_callback(
-    data.shape, NamedSharding(mesh, PartitionSpec('d')), lambda i: data[i])
+
+def split(values):
+  return jax.make_array_from_callback(
+      values.shape, NamedSharding(mesh, PartitionSpec('d')),
+      lambda i: values[i])
+
+sharded = split(data)
 replicated = jax.make_array_from_callback(
     (3,), NamedSharding(mesh, PartitionSpec()), lambda i: np.ones(3)[i])
-tree = {'sharded': sharded, 'replicated': replicated,
-        'writer': np.int32(process_id)}
+# Two split arrays, in an order other than tree_leaves' (sorted) one.
+tree = {'sharded': sharded, 'other': split(data * 10),
+        'replicated': replicated, 'writer': np.int32(process_id)}
 path = checkpoints.save_checkpoint(ckpt_dir, tree, 1)
 deadline = time.time() + 30
 while not os.path.exists(path) and time.time() < deadline:
@@ -863,6 +881,7 @@ raw = checkpoints.restore_checkpoint(ckpt_dir, None)
 print(json.dumps({'addressable': sharded.is_fully_addressable,
                   'writer': int(raw['writer']),
                   'sharded_ok': bool(np.array_equal(raw['sharded'], data)),
+                  'other_ok': bool(np.array_equal(raw['other'], data * 10)),
                   'replicated_ok': bool(np.array_equal(raw['replicated'],
                                                        np.ones(3))),
                   'files': sorted(os.listdir(ckpt_dir))}))
@@ -895,5 +914,5 @@ def test_two_real_processes_only_process_0_writes(tmp_path):
   for out in outputs:
     assert out['addressable'] is False  # the gather path was taken
     assert out['writer'] == 0  # process 0's tree is the one in the file
-    assert out['sharded_ok'] and out['replicated_ok']
+    assert out['sharded_ok'] and out['other_ok'] and out['replicated_ok']
     assert out['files'] == ['checkpoint_1', 'checkpoint_1.meta']
