@@ -1,7 +1,7 @@
 """The benchmark suite: flaxish vs plain JAX (vs Flax Linen + optax).
 
     python -m benchmarks.bench                       # preset for this backend
-    python -m benchmarks.bench --cpu-defaults        # with flaxish's XLA:CPU flags
+    python -m benchmarks.bench --cpu-defaults        # flaxish's XLA:CPU flags
     python -m benchmarks.bench --preset=tiny --workloads=mnist_cnn,mlp
     python -m benchmarks.bench --set resnet50.size=128 --set resnet50.batch=32
     python -m benchmarks.bench --update --workloads=resnet50   # redo one

@@ -277,7 +277,8 @@ def _meta_lines(meta: Dict[str, Any]) -> List[str]:
       *[_run_line(run, len(runs) > 1) for run in runs],
       f'- Settings: preset `{meta.get("preset", "")}`; first-step rounds '
       f'{s.get("cold_rounds")}, init rounds {s.get("init_rounds")} cold / '
-      f'{s.get("warm_init_rounds")} warm, steady state {s.get("rounds")} rounds x {s.get("steps")} steps '
+      f'{s.get("warm_init_rounds")} warm, steady state {s.get("rounds")} '
+      f'rounds x {s.get("steps")} steps '
       f'after {s.get("warmup")} warm-up steps; un-jitted calls '
       f'{s.get("call_rounds")} rounds x {s.get("calls")}; memory: '
       f'{meta.get("memory_method", "")}',

@@ -55,7 +55,8 @@ def test_import_changes_no_environment_variable_and_no_jax_setting():
                 if env.get(k) != os.environ.get(k)],
         'config': [k for k in config
                    if repr(getattr(jax.config, k)) != config[k]],
-        'n_config': len(config), 'started': flaxish.cpu_defaults.jax_started()}))
+        'n_config': len(config),
+        'started': flaxish.cpu_defaults.jax_started()}))
   """)
   assert out == {'env': [], 'config': [], 'n_config': out['n_config'],
                  'started': False}

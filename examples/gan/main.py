@@ -48,15 +48,15 @@ flags.DEFINE_integer('seed', 0, 'Seed of the init, noise, shuffling and '
 
 def main(argv):
   del argv
-  train_ds, test_ds = input_pipeline.get_datasets(FLAGS.dataset, FLAGS.seed,
-                                                  FLAGS.tfds_data_dir)
-  print(f'{FLAGS.dataset}: {len(train_ds["image"])} training and '
-        f'{len(test_ds["image"])} test images')
   checkpoint = FLAGS.classifier_checkpoint
   if checkpoint is None:
     if FLAGS.workdir is None:
       raise app.UsageError('give --workdir or --classifier_checkpoint')
     checkpoint = os.path.join(FLAGS.workdir, 'classifier')
+  train_ds, test_ds = input_pipeline.get_datasets(FLAGS.dataset, FLAGS.seed,
+                                                  FLAGS.tfds_data_dir)
+  print(f'{FLAGS.dataset}: {len(train_ds["image"])} training and '
+        f'{len(test_ds["image"])} test images')
   classifier = train.get_classifier(checkpoint, train_ds, test_ds,
                                     FLAGS.classifier_epochs, FLAGS.seed)
   result = train.train(train_ds, test_ds, classifier, workdir=FLAGS.workdir,

@@ -65,7 +65,8 @@ def train_step(g_optimizer, d_optimizer, g_state, batch, rng):
   """
   labels = batch['label']
   real = batch['image'] * 2. - 1.
-  latents = g_optimizer.target.params['Dense_0']['kernel'].shape[0] - 10
+  latents = (g_optimizer.target.params['Dense_0']['kernel'].shape[0] -
+             models.NUM_CLASSES)
   z = jax.random.normal(rng, (labels.shape[0], latents))
 
   def g_loss_fn(generator):
@@ -221,7 +222,8 @@ def train(train_ds: Dict[str, np.ndarray], test_ds: Dict[str, np.ndarray],
     raise ValueError(f'batch_size {batch_size} is larger than the training '
                      f'set ({len(train_ds["image"])} examples)')
   # Fixed noise for the per-epoch samples: samples_per_class of each class.
-  eval_labels = np.repeat(np.arange(10, dtype=np.int32), samples_per_class)
+  eval_labels = np.repeat(np.arange(models.NUM_CLASSES, dtype=np.int32),
+                          samples_per_class)
   eval_z = jax.random.normal(eval_rng, (len(eval_labels), latents))
   real_features, real_predicted = classifier_features(classifier,
                                                       test_ds['image'])

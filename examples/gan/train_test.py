@@ -3,6 +3,9 @@ updates both networks, the metrics against NumPy and SciPy references, the
 classifier is trained once and restored, and a resumed run equals an
 uninterrupted one."""
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -149,3 +152,20 @@ def test_classifier_is_trained_once_then_restored(digits, tmp_path):
     np.testing.assert_array_equal(a, b)
   fresh = mnist_train.create_model(jax.random.PRNGKey(0))
   assert np.abs(_leaves(fresh.params)[0] - _leaves(trained.params)[0]).max() > 0
+
+
+def test_batch_larger_than_the_data_is_an_error(digits):
+  train_ds, test_ds = digits
+  with pytest.raises(ValueError, match='batch_size 1000 is larger than the '
+                     'training set'):
+    train.train(train_ds, test_ds, None, workdir=None, num_epochs=1,
+                **dict(HPARAMS, batch_size=1000))
+
+
+def test_main_needs_a_workdir_or_a_classifier_checkpoint():
+  main = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'main.py')
+  proc = subprocess.run([sys.executable, main], capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.rstrip().endswith(
+      'give --workdir or --classifier_checkpoint'), proc.stderr[-2000:]

@@ -13,7 +13,8 @@ __all__ = ['ConvBlock', 'UNet']
 
 
 class ConvBlock(nn.Module):
-  """3x3 Conv (no bias), BatchNorm, ReLU: [b, h, w, c] -> [b, h, w, features]."""
+  """3x3 Conv (no bias), BatchNorm, ReLU: [b, h, w, c] -> [b, h, w,
+  features]."""
 
   def apply(self, x, features, train=True):
     x = nn.Conv(x, features=features, kernel_size=(3, 3), bias=False)

@@ -63,12 +63,22 @@ def test_canvases_are_seeded_and_labelled_from_the_digits():
   assert set(np.unique(masks)) == {0, 8}
 
 
-def test_train_and_test_canvases_come_from_disjoint_digits():
+def test_train_and_test_canvases_come_from_disjoint_digits(monkeypatch):
   train_digits, test_digits = mnist_input_pipeline.load_mnist5k(0)
   seen = {d.tobytes() for d in train_digits['image']}
   assert not any(d.tobytes() in seen for d in test_digits['image'])
+  drawn_from = []
+  make_canvases = input_pipeline.make_canvases
+  def recording_make_canvases(digits, num, seed):
+    drawn_from.append(digits)
+    return make_canvases(digits, num, seed)
+  monkeypatch.setattr(input_pipeline, 'make_canvases',
+                      recording_make_canvases)
   train_ds, test_ds = input_pipeline.get_datasets('digits', 0, num_train=10,
                                                   num_test=5)
+  assert len(drawn_from) == 2
+  for digits, expected in zip(drawn_from, (train_digits, test_digits)):
+    np.testing.assert_array_equal(digits['image'], expected['image'])
   again, _ = input_pipeline.get_datasets('digits', 0, num_train=10,
                                          num_test=5)
   np.testing.assert_array_equal(train_ds['image'], again['image'])
@@ -108,6 +118,15 @@ def test_short_run_beats_the_trivial_baseline_and_resumes(tmp_path):
   for trained, start in zip(leaves(result['batch_stats'].as_dict()),
                             leaves(initial.as_dict())):
     assert not np.allclose(trained, start)
+
+
+def test_batch_larger_than_the_data_is_an_error():
+  train_ds, test_ds = input_pipeline.get_datasets('digits', 0, num_train=10,
+                                                  num_test=5)
+  with pytest.raises(ValueError, match='batch_size 16 is larger than the '
+                     'training set'):
+    train.train(train_ds, test_ds, workdir=None, num_classes=11, features=8,
+                learning_rate=1e-2, batch_size=16, num_epochs=1, seed=0)
 
 
 def test_missing_tfds_data_fails_fast_and_suggests_digits(tmp_path):

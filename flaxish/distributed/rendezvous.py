@@ -72,7 +72,8 @@ def _serve(address: str, port: int, n: int, deadline: float) -> str:
       elif pid in joined or not 0 < pid < n:
         problem = f'process id {pid} is taken or not in [1, {n})'
       if problem:
-        _send(conn, {'error': problem})
+        with conn:
+          _send(conn, {'error': problem})
       else:
         joined[pid] = conn
     for conn in joined.values():

@@ -39,6 +39,14 @@ def _norm(x):
   return jnp.sqrt(_sum_rows(jnp.square(x)))
 
 
+def _direction_and_scale(p):
+  """`(p / |p|, |p|)` for a split parameter, else `(p, ())`."""
+  if not _is_split(p):
+    return p, ()
+  norm = _norm(p)
+  return p / norm, norm
+
+
 def _as_wn(treedef, pairs):
   """`{'direction': tree, 'scale': tree}` from `(direction, scale)` leaves."""
   return {'direction': treedef.unflatten([d for d, _ in pairs]),
@@ -67,8 +75,7 @@ class WeightNorm(OptimizerWrapper):
 
   def init_state(self, params):
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    pairs = [(p / _norm(p), _norm(p)) if _is_split(p) else (p, ())
-             for p in leaves]
+    pairs = [_direction_and_scale(p) for p in leaves]
     inner = self.wrapped_optimizer.init_state(_as_wn(treedef, pairs))
     return inner.replace(param_states=self._zip_states(
         treedef, inner.param_states, [s for _, s in pairs]))
@@ -107,10 +114,11 @@ class WeightNorm(OptimizerWrapper):
     for p, direction, scale in zip(leaves,
                                    treedef.flatten_up_to(new_wn['direction']),
                                    treedef.flatten_up_to(new_wn['scale'])):
-      mult = scale / (hyper_params.wn_eps + _norm(direction)) if _is_split(
-          p) else ()
-      new_leaves.append(cast_like(direction * mult, p) if _is_split(p)
-                        else direction)
+      mult = ()
+      if _is_split(p):
+        mult = scale / (hyper_params.wn_eps + _norm(direction))
+        direction = cast_like(direction * mult, p)
+      new_leaves.append(direction)
       mults.append(mult)
     new_state = new_inner.replace(param_states=self._zip_states(
         treedef, new_inner.param_states, mults))

@@ -91,6 +91,13 @@ def _rename_module(name):
   return name
 
 
+def _rule(qual):
+  """`(rule, new qualified name)` of a renamed module or name; rule None if
+  calls only or not renamed."""
+  return (('modules', MODULES[qual]) if qual in MODULES else
+          NAMES.get(qual, (None, None)))
+
+
 def _paren(expr):
   if expr.lpar or isinstance(
       expr, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
@@ -169,15 +176,15 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
         self.counts['imports_dropped'] += 1
         changed = True
         continue
-      target = MODULES.get(qual) or NAMES.get(qual, (None, None))[1]
-      if target and NAMES.get(qual, ('x',))[0] is not None:
+      rule, target = _rule(qual)
+      if rule is not None:
         new_module, new_name = target.rsplit('.', 1)
         asname = alias.asname or (
             cst.AsName(cst.Name(name)) if new_name != name else None)
         new_alias = alias.with_changes(name=cst.Name(new_name), asname=asname)
       new_module = _rename_module(new_module)
       if (new_module, new_alias.name.value) != (module, name):
-        self.counts[NAMES[qual][0] if qual in NAMES else 'modules'] += 1
+        self.counts[rule or 'modules'] += 1
         changed = True
       groups.setdefault(new_module, []).append(new_alias)
     if not (changed and groups):
@@ -202,9 +209,7 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     return updated_node
 
   def leave_Attribute(self, original_node, updated_node):
-    qual = self.qname(original_node)
-    rule, target = (('modules', MODULES[qual]) if qual in MODULES else
-                    NAMES.get(qual, (None, None)))
+    rule, target = _rule(self.qname(original_node))
     if rule is None:
       return updated_node
     self.counts[rule] += 1
@@ -235,7 +240,7 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
       return updated_node.with_changes(
           func=self.expr_for(original_node.func, 'jax.random.permutation'),
           args=args + [independent])
-    if qual.startswith('flax.training.common_utils.p') and len(args) == 1:
+    if _rule(qual)[0] == 'common_utils' and len(args) == 1:
       return updated_node.with_changes(args=[  # axis_name='batch'
           args[0].with_changes(comma=_COMMA),
           cst.Arg(cst.SimpleString("'batch'"))])
@@ -278,7 +283,8 @@ class Upgrade(codemod.VisitorBasedCodemodCommand):
     idx = original_node.args[1].value
     if (isinstance(idx, cst.Subscript) and
         self.qname(idx.value) == 'jax.ops.index'):
-      self.counts['index_exp'] -= 1  # unwrapped here, not rewritten
+      if isinstance(idx.value, cst.Attribute):  # counted by leave_Attribute
+        self.counts['index_exp'] -= 1  # unwrapped here, not rewritten
       slices = args[1].value.slice
     else:
       slices = [cst.SubscriptElement(cst.Index(args[1].value))]

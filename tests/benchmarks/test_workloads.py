@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -159,7 +160,7 @@ def test_memory_child_failure_and_timeout_become_errors():
 
 
 def _with_linen_stand_in(workload, linen_factory):
-  # The test environment has no flax: plain JAX stands in for Linen, which
+  # Plain JAX stands in for Linen (flax need not be installed), which
   # is enough to test the timing loop and its layout check.
   return dataclasses.replace(workload, impls={**workload.impls,
                                               'linen': linen_factory})
@@ -189,7 +190,9 @@ def test_init_times_cold_and_warm_rounds_and_checks_the_layout():
   assert calls == ['flaxish', 'linen', 'linen', 'flaxish', 'flaxish',
                    'linen', 'flaxish', 'linen', 'linen', 'flaxish',
                    'flaxish', 'linen']
-  assert harness.run_init(TINY['mnist_cnn'](), settings) is None  # no Linen
+  no_linen = dataclasses.replace(w, impls={
+      n: f for n, f in w.impls.items() if n != 'linen'})
+  assert harness.run_init(no_linen, settings) is None
 
   plain = w.impls['plain_jax']()
   wrong = dataclasses.replace(plain, init_by_shape=lambda rng: (
@@ -199,6 +202,47 @@ def test_init_times_cold_and_warm_rounds_and_checks_the_layout():
                      match='mnist_cnn/linen: init_by_shape gives another '
                      'parameter layout than plain JAX'):
     harness.run_init(w, settings, log=lambda *a: None)
+
+
+def test_check_stops_the_run_when_an_implementation_differs():
+  impl = types.SimpleNamespace(params_of=lambda state: state,
+                               stats_of=lambda state: {})
+  w = types.SimpleNamespace(name='w', tolerance=None)
+  params = {'dense': jnp.ones(3)}
+  firsts = {'plain_jax': (impl, {'dense': jnp.zeros(3)}, 1.),
+            'flaxish': (impl, {'dense': jnp.full(3, .5)}, 1.)}
+  with pytest.raises(harness.CheckError, match='w: flaxish and plain JAX '
+                     'differ after the first train step'):
+    harness.check_equivalence(w, params, {}, firsts, log=lambda *a: None)
+  firsts['flaxish'] = (impl, {'conv': jnp.zeros(3)}, 1.)
+  with pytest.raises(harness.CheckError, match='w/flaxish: the params after '
+                     'one step do not have the layout of the initial params'):
+    harness.check_equivalence(w, params, {}, firsts, log=lambda *a: None)
+
+
+def test_call_overhead_refuses_an_output_other_than_plain_jax():
+  overhead = types.SimpleNamespace(
+      title='t', config={}, calls={'plain_jax': lambda: np.zeros(2),
+                                   'flaxish': lambda: np.ones(2)})
+  with pytest.raises(harness.CheckError,
+                     match='mlp/flaxish: output differs from plain JAX'):
+    harness.run_call_overhead(
+        overhead, harness.Settings(impls=('flaxish', 'plain_jax')),
+        log=lambda *a: None)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+  with pytest.raises(ValueError, match='the plain_jax implementation is '
+                     'the reference: keep it'):
+    harness.run_workload(TINY['mnist_cnn'](),
+                         harness.Settings(impls=('flaxish',)))
+  with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    workloads.build('mnist_cnn', 'huge')
+  with pytest.raises(SystemExit, match="--set expects WORKLOAD.FIELD=VALUE, "
+                     "got 'resnet50=32'"):
+    bench.main(['--preset=tiny', '--set', 'resnet50=32',
+                f'--json={tmp_path / "cpu.json"}', '--markdown='])
+  assert not list(tmp_path.iterdir())
 
 
 def test_report_gives_init_ratios_against_linen():

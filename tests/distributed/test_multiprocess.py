@@ -2,8 +2,8 @@
 a free port, timeouts): training equals one process's, the checkpoint is
 written once and restored by both, a failing process stops the other."""
 import json
-import re
 import os
+import re
 
 import numpy as np
 

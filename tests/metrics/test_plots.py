@@ -57,6 +57,12 @@ def test_unknown_metric_lists_the_available_ones(tmp_path):
     plot_curves(_records(), tmp_path / 'c.png', metrics=('loss', 'f1'))
 
 
+def test_no_metric_name(tmp_path):
+  with pytest.raises(ValueError, match='needs at least one metric name'):
+    plot_curves(_records(), tmp_path / 'c.png', metrics=())
+  assert not (tmp_path / 'c.png').exists()
+
+
 def test_missing_x_key(tmp_path):
   with pytest.raises(ValueError, match="no 'wall'"):
     plot_curves(_records(), tmp_path / 'c.png', x='wall')

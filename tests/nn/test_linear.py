@@ -183,6 +183,16 @@ def test_dense_general_rejects_non_leading_batch_dims():
     nn.DenseGeneral.init(KEY, jnp.ones((2, 3, 4)), features=2, batch_dims=1)
 
 
+def test_dense_general_rejects_out_of_range_and_repeated_axes():
+  x = jnp.ones((2, 3, 4))
+  with pytest.raises(ValueError, match=r'^/: DenseGeneral: axis \(3,\) is '
+                     'out of range for an input of rank 3$'):
+    nn.DenseGeneral.init(KEY, x, features=2, axis=3)
+  with pytest.raises(ValueError, match=r'^/: DenseGeneral: axis \(1, -2\) '
+                     'has repeated axes$'):
+    nn.DenseGeneral.init(KEY, x, features=2, axis=(1, -2))
+
+
 # ----------------------------------------------------------------- Conv ----
 
 
@@ -269,6 +279,12 @@ def test_conv_rejects_bad_feature_groups_and_padding():
                      'but the input has 2 spatial'):
     nn.Conv.init(KEY, jnp.ones((1, 4, 4, 3)), features=2, kernel_size=(2, 2),
                  padding=((1, 1),))
+  for padding in ('FULL', (1, 1)):
+    with pytest.raises(ValueError, match=(
+        r"^/: Conv: padding must be 'SAME', 'VALID' or a sequence of 2 "
+        rf'\(low, high\) pairs, got {re.escape(repr(padding))}$')):
+      nn.Conv.init(KEY, jnp.ones((1, 4, 4, 3)), features=2,
+                   kernel_size=(2, 2), padding=padding)
 
 
 class _ConvNet(nn.Module):

@@ -81,14 +81,18 @@ def test_default_names_share_one_counter_per_parent():
   assert sorted(params['MLP_1']) == ['Affine_0', 'Affine_1']
 
 
-@pytest.mark.parametrize('bad', ['a/b', 'a:b', ''])
-def test_invalid_names_are_rejected(bad):
+@pytest.mark.parametrize('bad,message', [
+    ('a/b', r'^invalid name "a/b" in module /: names cannot contain "/" or'),
+    ('a:b', r'^invalid name "a:b" in module /: names cannot contain "/" or'),
+    ('', r"^module and parameter names must be non-empty strings, got '' "
+     r'in module /$')])
+def test_invalid_names_are_rejected(bad, message):
 
   class Net(nn.Module):
     def apply(self, x):
       return Affine(x, name=bad)
 
-  with pytest.raises(ValueError, match='name'):
+  with pytest.raises(ValueError, match=message):
     Net.init(jax.random.PRNGKey(0), X)
 
 
@@ -125,6 +129,30 @@ def test_duplicate_param_name_is_an_error():
 
   with pytest.raises(ValueError, match='parameter "/t/w" is defined twice'):
     Net.init(jax.random.PRNGKey(0), X)
+
+
+def test_a_module_and_a_parameter_cannot_share_a_name():
+
+  class ParamFirst(nn.Module):
+    def apply(self, x):
+      self.param('w', (1,), jax.nn.initializers.ones)
+      return Affine(x, name='w')
+
+  class ModuleFirst(nn.Module):
+    def apply(self, x):
+      y = Affine(x, name='w')
+      return y * self.param('w', (1,), jax.nn.initializers.ones)
+
+  with pytest.raises(ValueError, match=(
+      r'^"/net/w" is a parameter, not a submodule: a module and a parameter '
+      r'cannot share the name "w"$')):
+    ParamFirst.init(jax.random.PRNGKey(0), X, name='net')
+  with pytest.raises(ValueError, match='"/w" is a parameter, not a '
+                     'submodule'):  # also when applying
+    ParamFirst.call({'w': jnp.ones((1,))}, X)
+  with pytest.raises(ValueError, match=(
+      r'^"/w" is a submodule; a parameter cannot have the same name$')):
+    ModuleFirst.init(jax.random.PRNGKey(0), X)
 
 
 def test_param_shape_mismatch_names_the_path_and_both_shapes():
@@ -252,6 +280,23 @@ def test_shared_default_name_and_errors():
   with pytest.raises(ValueError, match='"s" already exists'):
     Clash.init(jax.random.PRNGKey(0), X)
 
+  leaked = []
+
+  class Declare(nn.Module):
+    def apply(self, x):
+      leaked.append(Affine.shared(name='s'))
+      return leaked[-1](x)
+
+  class Leak(nn.Module):
+    def apply(self, x):
+      y = Declare(x, name='d')
+      return leaked[-1](y)
+
+  with pytest.raises(ValueError, match=(
+      r'^shared module "s" is used outside the apply of "/d" that declared '
+      r'it$')):
+    Leak.init(jax.random.PRNGKey(0), X)
+
 
 def test_shared_module_passed_to_a_child_stores_params_in_the_declaring_frame():
 
@@ -274,6 +319,12 @@ def test_shared_module_passed_to_a_child_stores_params_in_the_declaring_frame():
 def test_calling_a_module_outside_apply_is_an_error():
   with pytest.raises(ValueError, match='called outside of a Module.apply'):
     Affine(X)
+
+
+def test_call_rejects_params_that_are_not_a_dict():
+  with pytest.raises(TypeError, match='^MLP.call expects a params dict, got '
+                     'list$'):
+    MLP.call([], X)
 
 
 def test_init_rejects_a_non_key():
@@ -362,7 +413,8 @@ def test_init_by_shape_rejects_data_dependent_initialization():
       return self.param('scale', None, lambda key, _: x.std(0))
 
   DataInit.init(jax.random.PRNGKey(0), X)  # fine with real inputs
-  with pytest.raises(ValueError, match='parameter /scale depends on the inputs'):
+  with pytest.raises(ValueError,
+                     match='parameter /scale depends on the inputs'):
     DataInit.init_by_shape(jax.random.PRNGKey(0), [(3, 5)])
 
 

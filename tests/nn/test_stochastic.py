@@ -98,5 +98,6 @@ def test_make_rng_errors_name_the_module_that_asked():
 
 def test_dropout_is_importable_from_its_2020_path():
   # As in 2020, nn.stochastic is the function; the module holds dropout.
-  from flaxish.nn.stochastic import dropout, stochastic  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from flaxish.nn.stochastic import dropout, stochastic
   assert dropout is nn.dropout and stochastic is nn.stochastic

@@ -162,3 +162,6 @@ def test_overlapping_traversals_and_bad_arguments(model):
   with pytest.raises(TypeError, match=r'argument #0 must be a \(traversal, '
                      r'optimizer_def\) pair'):
     optim.MultiOptimizer((optim.Adam(0.1), kernels))
+  with pytest.raises(ValueError, match=r'MultiOptimizer needs at least one '
+                     r'\(traversal, optimizer_def\) pair'):
+    optim.MultiOptimizer()

@@ -39,7 +39,9 @@ def test_override_errors(params, grads_seq):
     opt.apply_gradient(grads_seq[0], learning_rate=0.1)
   opt = optim.OptaxOptimizer(
       optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)).create(params)
-  with pytest.raises(TypeError, match=r"cannot override \['beta'\]"):
+  with pytest.raises(TypeError, match=r"cannot override \['beta'\]: the "
+                     r"optax transformation has the hyper-parameters "
+                     r"\[.*'learning_rate'"):
     opt.apply_gradient(grads_seq[0], beta=0.1)
   with pytest.raises(TypeError, match='needs an optax GradientTransformation'):
     optim.OptaxOptimizer(optim.Adam(0.1))
@@ -57,6 +59,15 @@ def test_state_dict_round_trip_through_bytes(params, grads_seq):
   for a, b in zip(jax.tree_util.tree_leaves(restored),
                   jax.tree_util.tree_leaves(opt)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_restore_names_the_missing_state_path(params):
+  opt = optim.OptaxOptimizer(optax.adam(0.01)).create(params)
+  sd = opt.state_dict()
+  del sd['state']['param_states']['0']['nu']
+  with pytest.raises(ValueError, match=r'missing /0/nu/.* in the optimizer '
+                     'state dict'):
+    opt.optimizer_def.restore_state(opt.target, opt.state, sd)
 
 
 def test_optax_is_not_imported_by_flaxish():

@@ -187,6 +187,23 @@ def test_param_states_are_namedtuples_with_the_2020_state_dict_layout():
     optim.base.param_state(dict)
 
 
+def test_a_def_without_an_update_rule_says_what_to_implement():
+  opt_def = optim.OptimizerDef(None)
+  with pytest.raises(NotImplementedError, match='OptimizerDef must '
+                     'implement init_param_state'):
+    opt_def.init_state({'w': np.zeros(2)})
+  with pytest.raises(NotImplementedError, match='OptimizerDef must '
+                     'implement apply_param_gradient'):
+    opt_def.apply_param_gradient(0, None, np.zeros(2), (), np.zeros(2))
+
+
+def test_a_wrapper_wraps_only_an_optimizer_def():
+  with pytest.raises(TypeError, match=r'OptimizerWrapper wraps an '
+                     r'OptimizerDef \(such as optim.Adam\(1e-3\)\), got '
+                     r'\[1\]'):
+    optim.OptimizerWrapper([1], None)
+
+
 def test_float64_numpy_params_become_float32_without_warnings():
   # 2020 code often passed np.ones(...) (float64) params.
   params = {'w': np.ones((2, 2)) * 2., 'b': np.ones(2)}

@@ -140,6 +140,21 @@ def test_large_arrays_are_chunked_like_current_flax(monkeypatch):
   assert_same_bits(serialization.msgpack_restore(data)['w'], arr)
 
 
+def test_malformed_chunked_arrays_are_errors():
+  def chunked(**fields):
+    return pack_2020({'w': {wire.CHUNKED_MARKER: True, **fields}})
+  cases = {
+      "malformed chunked array: 'chunks'": chunked(shape={'0': 2}),
+      'malformed chunked array: chunks of different dtypes or shapes': chunked(
+          shape={'0': 2}, chunks={'0': np.zeros(1, np.float32),
+                                  '1': np.zeros(1, np.float64)}),
+      'malformed chunked array: cannot reshape': chunked(
+          shape={'0': 3}, chunks={'0': np.zeros(2, np.float32)})}
+  for message, data in cases.items():
+    with pytest.raises(serialization.MalformedDataError, match=message):
+      serialization.msgpack_restore(data)
+
+
 def test_array_bytes_are_streamed_from_the_array_itself():
   arr = random_array(np.float32, (256, 256))
   pieces = []
